@@ -1,0 +1,3 @@
+from wmrl.cli import main
+
+raise SystemExit(main())

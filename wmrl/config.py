@@ -1,0 +1,204 @@
+"""Strict mapping of YAML onto typed dataclasses.
+
+Dataclasses are the single source of truth: a YAML key the dataclass does not declare, or a value
+of the wrong type, is a `ConfigError` naming the key and the file. Nothing is silently dropped.
+
+Example:
+    >>> @dataclass
+    ... class Opt:
+    ...     lr: float = 1e-3
+    >>> from_dict(Opt, {"lr": 0.1}, source="cfg.yaml")
+    Opt(lr=0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from wmrl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or a non-mapping document is a `ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Load a YAML file into dataclass `cls`, strictly."""
+    return from_dict(cls, read_yaml(path), source=str(path))
+
+
+def from_dict(cls: type[T], data: Any, source: str = "<dict>", prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where}' expects a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' (allowed at {where}: {', '.join(fields)})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], source, prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key '{prefix}{name}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ validation
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain YAML/JSON-ready structure (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def fail() -> typing.NoReturn:
+        raise ConfigError(f"{source}: key '{key}' expects {_type_name(tp)}, got {value!r}")
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError:
+                continue
+        fail()
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{source}: key '{key}' must be one of {list(args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        fail()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                fail()
+            return tuple(_convert(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        kt, vt = args if args else (Any, Any)
+        return {_convert(kt, k, source, f"{key}"): _convert(vt, v, source, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported config type {tp!r} for key {key}")  # a bug in a dataclass
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+# --------------------------------------------------------------------------------------------
+# Experiment configs (configs/*.yaml). Later stages add their own sections here.
+
+
+@dataclass
+class CollectConfig:
+    steps: int = 20_000
+    num_envs: int = 1
+    seed: int = 0
+    policy: str = "random"  # "random" or a path to an SB3 model zip
+
+    def __post_init__(self):
+        if self.steps < 1 or self.num_envs < 1:
+            raise ValueError("collect.steps and collect.num_envs must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    clip_len: int = 16  # T: observations per training clip
+    batch_size: int = 32
+    val_fraction: float = 0.1  # share of episodes held out, chosen by episode id
+
+    def __post_init__(self):
+        if self.clip_len < 1 or self.batch_size < 1:
+            raise ValueError("data.clip_len and data.batch_size must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class ExperimentConfig:
+    env: str  # env card name, Gymnasium id of a shipped card, or path to a card
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def find_config(name_or_path: str) -> Path:
+    """A config path as given, or the name of a shipped config (``breakout``)."""
+    from wmrl.resources import shipped_dir
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    shipped = shipped_dir("configs") / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in shipped_dir("configs").glob("*.yaml"))
+    raise ConfigError(f"unknown config '{name_or_path}' (shipped: {', '.join(names)})")
+
+
+def load_experiment(name_or_path: str) -> ExperimentConfig:
+    return load_yaml(ExperimentConfig, find_config(name_or_path))
