@@ -1,0 +1,1 @@
+"""Collecting rollouts, storing them as Minari datasets, and reading them back as clips."""

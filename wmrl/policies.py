@@ -1,0 +1,73 @@
+"""Turn a ``--policy`` argument into a collector policy ``obs [N, K, C, H, W] -> actions [N, ...]``."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from wmrl.errors import UserError
+
+SB3_ALGOS = ("a2c", "dqn", "ppo", "sac", "td3", "ddpg")
+
+
+class RandomPolicy:
+    """Uniform actions from the (batched) action space, seeded."""
+
+    def __init__(self, action_space: gym.Space, seed: int | None = None):
+        self.action_space = action_space
+        self.action_space.seed(seed)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.action_space.sample()
+
+
+class SB3Policy:
+    """A Stable-Baselines3 model trained on the card's env with stacks flattened to [K*C, H, W]
+    (`wmrl.envs.wrappers.StackToChannels`). Samples its actions (deterministic=False) unless told."""
+
+    def __init__(self, path: str | Path, stack_shape: tuple[int, ...], deterministic: bool = False):
+        algo = sb3_algorithm(path)
+        import stable_baselines3
+
+        cls = getattr(stable_baselines3, algo.upper())
+        self.model = cls.load(str(path), device="cpu")
+        k, c, h, w = stack_shape
+        self.obs_shape = (k * c, h, w)
+        if tuple(self.model.observation_space.shape) != self.obs_shape:
+            raise UserError(f"SB3 model {path} expects observations {self.model.observation_space.shape}, "
+                            f"but this env card gives stacks {stack_shape} -> {self.obs_shape}")
+        self.deterministic = deterministic
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        actions, _ = self.model.predict(obs.reshape(len(obs), *self.obs_shape), deterministic=self.deterministic)
+        return actions
+
+
+def sb3_algorithm(path: str | Path) -> str:
+    """The algorithm of an SB3 zip, read from the module of its saved policy class."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+        module = data["policy_class"]["__module__"]  # e.g. stable_baselines3.ppo.policies
+    except (OSError, zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a Stable-Baselines3 model zip ({e})") from None
+    algo = module.split(".")[1] if module.startswith("stable_baselines3.") else ""
+    if algo not in SB3_ALGOS:
+        raise UserError(f"{path}: unsupported SB3 policy module '{module}'")
+    return algo
+
+
+def make_policy(spec: str, venv: gym.vector.VectorEnv, seed: int | None = None):
+    """``random`` or the path of an SB3 model zip."""
+    if spec == "random":
+        return RandomPolicy(venv.action_space, seed)
+    path = Path(spec)
+    if path.suffix == ".zip":
+        if not path.is_file():
+            raise UserError(f"policy file not found: {path}")
+        return SB3Policy(path, venv.single_observation_space.shape)
+    raise UserError(f"unknown policy '{spec}': use 'random' or the path of a Stable-Baselines3 .zip")
