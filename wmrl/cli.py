@@ -37,8 +37,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     try:
         writer = open_writer(args.out, card, venv, args.append)
         policy = make_policy(policy_spec, venv, seed)
-        writer.add_collection({"policy": policy_spec, "seed": seed, "num_envs": num_envs, "steps": steps})
-        stats = collect(venv, policy, writer, steps, seed=seed, progress=not args.no_progress)
+        stats = collect(venv, policy, writer, steps, seed=seed, progress=not args.no_progress, policy_name=policy_spec)
     finally:
         venv.close()
     ret = stats.returns

@@ -58,10 +58,11 @@ class _EpisodeBuffer:
 
 
 def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, steps: int,
-            seed: int | None = None, progress: bool = True) -> CollectStats:
+            seed: int | None = None, progress: bool = True, policy_name: str = "custom") -> CollectStats:
     """Step `venv` with `policy` for `steps` agent steps (summed over envs), writing each episode
     as it ends. `venv` must reset finished envs in the same step (``AutoresetMode.SAME_STEP``).
 
+    The dataset's metadata records the collection (policy name, seed, env count, budget).
     Episodes still running when the budget is spent (or on Ctrl-C) are stored truncated, so no
     collected step is dropped. Env i of the first reset gets seed ``seed + i``.
     """
@@ -70,6 +71,7 @@ def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, s
     obs, info = venv.reset(seed=seed)
     state = info.get("state")  # [N, S] or None
     writer.set_state_layout(venv.get_attr("layout")[0] if state is not None else [])
+    writer.add_collection({"policy": policy_name, "seed": seed, "num_envs": n, "steps": steps})
     buffers = [_EpisodeBuffer(obs[i, -1], _row(state, i), None if seed is None else seed + i) for i in range(n)]
     bar = tqdm(total=steps, unit="step", disable=not progress, smoothing=0.05, mininterval=0.5)
     start = time.perf_counter()

@@ -36,6 +36,7 @@ class CrafterEnv(gym.Env):
 
     def step(self, action):
         self._last, reward, done, info = self._env.step(int(action))
+        info["player_pos"] = np.array(info["player_pos"])  # crafter hands out its live array
         terminated = done and info["discount"] == 0.0  # the player died
         return self._last, float(reward), terminated, done and not terminated, info
 

@@ -10,7 +10,7 @@ import numpy as np
 from wmrl.errors import EnvError
 
 
-class RecordState(gym.Wrapper):
+class RecordState(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Put the card's ground-truth state vector into ``info["state"]`` (float32 [S]).
 
     Sits directly on the base env, so ``obs`` sources see the env's own observation even when
@@ -18,6 +18,7 @@ class RecordState(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, fields: Sequence, card_name: str):
+        gym.utils.RecordConstructorArgs.__init__(self, fields=fields, card_name=card_name)
         super().__init__(env)
         self.fields = list(fields)
         self.card_name = card_name
@@ -60,10 +61,11 @@ class RecordState(gym.Wrapper):
         raise AssertionError(f"unvalidated state source {source}")
 
 
-class NoopReset(gym.Wrapper):
+class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """After reset, take a uniform number in [1, noop_max] of no-op steps (Atari convention)."""
 
     def __init__(self, env: gym.Env, noop_max: int, noop_action: int = 0):
+        gym.utils.RecordConstructorArgs.__init__(self, noop_max=noop_max, noop_action=noop_action)
         super().__init__(env)
         self.noop_max = noop_max
         self.noop_action = noop_action
@@ -77,10 +79,11 @@ class NoopReset(gym.Wrapper):
         return obs, info
 
 
-class SelectKey(gym.ObservationWrapper):
+class SelectKey(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Dict observation -> one of its entries (the image)."""
 
     def __init__(self, env: gym.Env, key: str):
+        gym.utils.RecordConstructorArgs.__init__(self, key=key)
         super().__init__(env)
         self.key = key
         self.observation_space = env.observation_space[key]
@@ -89,10 +92,11 @@ class SelectKey(gym.ObservationWrapper):
         return observation[self.key]
 
 
-class ChannelFirst(gym.ObservationWrapper):
+class ChannelFirst(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """[H, W] or [H, W, C] uint8 frames -> [C, H, W]."""
 
     def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         shape = env.observation_space.shape
         self._gray = len(shape) == 2
@@ -105,10 +109,11 @@ class ChannelFirst(gym.ObservationWrapper):
         return np.ascontiguousarray(observation.transpose(2, 0, 1))
 
 
-class StackToChannels(gym.ObservationWrapper):
+class StackToChannels(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """[K, C, H, W] stack -> [K*C, H, W], the image layout SB3's CNN policies expect."""
 
     def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         k, c, h, w = env.observation_space.shape
         self.observation_space = gym.spaces.Box(0, 255, (k * c, h, w), np.uint8)
