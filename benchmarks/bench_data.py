@@ -54,14 +54,17 @@ CLIP_LEN, BATCH_SIZE, SEED = 16, 32, 0
 TARGETS = {"ratio": 0.9, "bytes_per_frame": 300, "sampler_frames_per_s": 20000}
 
 
-def raw_rate(venv, steps: int) -> float:
-    """Agent steps per second of the bare env loop: same policy, nothing recorded."""
+def raw_rate(venv, steps: int) -> tuple[float, int]:
+    """Agent steps per second of the bare env loop (same policy, nothing recorded), and the
+    number of episodes that ended, to check that the collector stepped the same trajectory."""
     policy = RandomPolicy(venv.action_space, SEED)
     obs, _ = venv.reset(seed=SEED)
+    ended = 0
     start = time.perf_counter()
     for _ in range(steps):
-        obs, *_ = venv.step(policy(obs))
-    return steps / (time.perf_counter() - start)
+        obs, _, terminated, truncated, _ = venv.step(policy(obs))
+        ended += int(terminated[0] or truncated[0])
+    return steps / (time.perf_counter() - start), ended
 
 
 def collector_rate(venv, card, steps: int, root: Path):
@@ -116,19 +119,20 @@ def sampler_rates(root: Path, seconds: float) -> dict:
 def bench_env(name: str, steps: int, rounds: int, sample_seconds: float) -> dict:
     card = load_card(name)
     venv = make_vector_env(card, 1, asynchronous=False)
-    raws, cols, ratios = [], [], []
+    raws, cols, ratios, same = [], [], [], []
     try:
         raw_rate(venv, min(200, steps))  # warm-up: first resets, lazy imports, caches
         with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
             for r in range(rounds):
                 root = Path(tmp) / f"round{r}"
                 if r % 2 == 0:  # alternate the order so drift does not favour one side
-                    raw = raw_rate(venv, steps)
+                    raw, ended = raw_rate(venv, steps)
                     col, stats = collector_rate(venv, card, steps, root)
                 else:
                     col, stats = collector_rate(venv, card, steps, root)
-                    raw = raw_rate(venv, steps)
+                    raw, ended = raw_rate(venv, steps)
                 raws.append(raw), cols.append(col), ratios.append(col / raw)
+                same.append(ended == len(stats.returns))  # both loops ended as many episodes
                 print(f"  {name} round {r + 1}/{rounds}: raw {raw:,.0f} steps/s, collector {col:,.0f} steps/s, "
                       f"ratio {col / raw:.3f}", file=sys.stderr)
             s = sampler_rates(root, sample_seconds)
@@ -143,7 +147,7 @@ def bench_env(name: str, steps: int, rounds: int, sample_seconds: float) -> dict
             "steps": steps, "rounds": rounds, "episodes": stats.episodes, "frames": frames,
             "raw_steps_per_s": statistics.median(raws), "collector_steps_per_s": statistics.median(cols),
             "ratio": statistics.median(ratios), "ratios": ratios, "raw_rates": raws, "collector_rates": cols,
-            "disk_bytes": on_disk, "bytes_per_frame": on_disk / frames, "frames_only_bytes_per_frame": frames_only / frames,
+            "same_episodes": same, "disk_bytes": on_disk, "bytes_per_frame": on_disk / frames, "frames_only_bytes_per_frame": frames_only / frames,
             "raw_bytes_per_frame": raw_bytes, "compression": raw_bytes * frames / on_disk,
             "clip_len": CLIP_LEN, "batch_size": BATCH_SIZE, "sample_seconds": sample_seconds, **s}
 
@@ -183,7 +187,10 @@ def table(results: list[dict]) -> str:
 def report(results: list[dict], m: dict) -> str:
     v = m["versions"]
     per_round = "\n".join(f"- {r['env']}: ratios per round " + ", ".join(f"{x:.3f}" for x in r["ratios"])
-                          + f"; {r['episodes']} episodes, {r['frames']} frames, {r['disk_bytes']:,} bytes on disk" for r in results)
+                          + f"; {r['episodes']} episodes, {r['frames']} frames, {r['disk_bytes']:,} bytes on disk"
+                          + ("" if all(r["same_episodes"]) else " (**raw and collector ended different numbers of episodes:"
+                             " the env is not reproducible under a fixed seed, so the ratio also carries trajectory noise**)")
+                          for r in results)
     return f"""# wmrl data layer benchmark (CPU)
 
 {table(results)}

@@ -1,3 +1,4 @@
 from wmrl.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: spawned env workers import this module too
+    raise SystemExit(main())

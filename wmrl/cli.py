@@ -16,7 +16,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
     from wmrl.config import CollectConfig, load_experiment
     from wmrl.data.collect import collect, open_writer
     from wmrl.envs import load_card, make_vector_env
-    from wmrl.policies import make_policy
+    from wmrl.data.store import check_new_dataset_path, is_dataset, read_metadata
+    from wmrl.policies import check_policy_spec, make_policy
 
     cfg = load_experiment(args.config) if args.config else None
     defaults = cfg.collect if cfg else CollectConfig()
@@ -27,11 +28,14 @@ def cmd_collect(args: argparse.Namespace) -> None:
     num_envs = args.num_envs or defaults.num_envs
     policy_spec = args.policy or defaults.policy
     card = load_card(env_name)
+    check_policy_spec(policy_spec)  # cheap checks first, before any env is built
+    appending = args.append and is_dataset(args.out)
+    if not appending:
+        check_new_dataset_path(args.out)
     if args.seed is not None:
         seed = args.seed
     else:  # appending without a seed: continue with fresh seeds rather than repeat episodes
-        from wmrl.data.store import is_dataset, read_metadata
-        seed = defaults.seed + (read_metadata(args.out)["total_episodes"] if args.append and is_dataset(args.out) else 0)
+        seed = defaults.seed + (read_metadata(args.out)["total_episodes"] if appending else 0)
 
     venv = make_vector_env(card, num_envs, asynchronous=False if args.sync else None)
     try:

@@ -48,26 +48,37 @@ class SB3Policy:
 
 
 def sb3_algorithm(path: str | Path) -> str:
-    """The algorithm of an SB3 zip, read from the module of its saved policy class."""
+    """The algorithm of an SB3 zip: from the module of its policy class (dqn, sac, td3), and for
+    the actor-critic policies that PPO and A2C share, from PPO's own saved hyperparameters."""
     try:
         with zipfile.ZipFile(path) as z:
             data = json.loads(z.read("data"))
-        module = data["policy_class"]["__module__"]  # e.g. stable_baselines3.ppo.policies
+        module = data["policy_class"]["__module__"]  # e.g. stable_baselines3.dqn.policies
     except (OSError, zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
         raise UserError(f"{path} is not a Stable-Baselines3 model zip ({e})") from None
     algo = module.split(".")[1] if module.startswith("stable_baselines3.") else ""
+    if algo == "common":
+        algo = "ppo" if "clip_range" in data else "a2c"
     if algo not in SB3_ALGOS:
         raise UserError(f"{path}: unsupported SB3 policy module '{module}'")
     return algo
 
 
+def check_policy_spec(spec: str) -> None:
+    """Fail early (before any env is built) on a policy argument that cannot work."""
+    if spec == "random":
+        return
+    path = Path(spec)
+    if path.suffix != ".zip":
+        raise UserError(f"unknown policy '{spec}': use 'random' or the path of a Stable-Baselines3 .zip")
+    if not path.is_file():
+        raise UserError(f"policy file not found: {path}")
+    sb3_algorithm(path)
+
+
 def make_policy(spec: str, venv: gym.vector.VectorEnv, seed: int | None = None):
     """``random`` or the path of an SB3 model zip."""
+    check_policy_spec(spec)
     if spec == "random":
         return RandomPolicy(venv.action_space, seed)
-    path = Path(spec)
-    if path.suffix == ".zip":
-        if not path.is_file():
-            raise UserError(f"policy file not found: {path}")
-        return SB3Policy(path, venv.single_observation_space.shape)
-    raise UserError(f"unknown policy '{spec}': use 'random' or the path of a Stable-Baselines3 .zip")
+    return SB3Policy(spec, venv.single_observation_space.shape)

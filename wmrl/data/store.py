@@ -138,10 +138,7 @@ class DatasetWriter:
         from minari.serialization import serialize_space
 
         root = Path(root)
-        if is_dataset(root):
-            raise DatasetError(f"{root} already holds a dataset; pass --append to add to it or choose another --out")
-        if root.exists() and any(root.iterdir()):
-            raise DatasetError(f"{root} exists and is not empty; choose another --out")
+        check_new_dataset_path(root)
         data_dir(root).mkdir(parents=True, exist_ok=True)
         meta = {
             "dataset_id": root.name,
@@ -219,6 +216,15 @@ class DatasetWriter:
     def _flush_metadata(self) -> None:
         self.meta["dataset_size"] = round(self._bytes / 1e6, 1)
         _write_json_atomic(data_dir(self.root) / "metadata.json", self.meta)
+
+
+def check_new_dataset_path(root: str | Path) -> None:
+    """A new dataset may go only where no dataset (and nothing else) is."""
+    root = Path(root)
+    if is_dataset(root):
+        raise DatasetError(f"{root} already holds a dataset; pass --append to add to it or choose another --out")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"{root} exists and is not an empty folder; choose another --out")
 
 
 def disk_bytes(root: str | Path) -> int:

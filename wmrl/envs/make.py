@@ -29,6 +29,10 @@ def import_env_packages(card: EnvCard) -> None:
         except ModuleNotFoundError as e:
             hint = f": pip install 'wmrl[{card.extra}]'" if card.extra else ""
             raise EnvError(f"env card '{card.name}' needs the Python package '{e.name}'{hint}") from None
+        if module == "ale_py":  # keep the ALE's start-up banner off stderr
+            import ale_py
+
+            ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
 
 
 def make_env(card: EnvCard, render_mode: str | None = None) -> gym.Env:
@@ -75,14 +79,15 @@ def make_vector_env(card: EnvCard, num_envs: int, asynchronous: bool | None = No
     """`num_envs` copies of `make_env(card)`; the episode that ends in a step is reset in that
     same step, its last observation and info in ``info["final_obs"]`` / ``info["final_info"]``.
 
-    Subprocesses (async) by default when there is more than one env.
+    Subprocesses (async, spawned) by default when there is more than one env.
     """
     import_env_packages(card)  # fail here, with the hint, not inside a worker process
     asynchronous = num_envs > 1 if asynchronous is None else asynchronous
     fns = [lambda: make_env(card) for _ in range(num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+        # spawn, not fork: a forked MuJoCo/EGL worker hangs, and fork after threads is unsafe
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
 
 
