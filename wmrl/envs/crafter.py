@@ -1,11 +1,15 @@
 """Crafter (a Minecraft-style 2-D survival game) behind the Gymnasium API.
 
 Crafter speaks the old gym API and seeds each world from (seed, episode counter); resetting the
-counter on ``reset(seed=...)`` makes a seeded reset reproducible. Importing this module registers
-``wmrl/Crafter-v1``.
+counter on ``reset(seed=...)`` makes a seeded reset reproducible. It also keeps each chunk's
+objects in a set, ordered by memory address, and spawns/despawns creatures by index into it, so
+two runs with one seed drift apart after a few dozen steps; insertion-ordered chunks fix that.
+Importing this module registers ``wmrl/Crafter-v1``.
 """
 
 from __future__ import annotations
+
+import collections
 
 import crafter
 import gymnasium as gym
@@ -29,6 +33,10 @@ class CrafterEnv(gym.Env):
         elif self._env._seed is None:  # unseeded: draw a world seed from Gymnasium's RNG
             self._env._seed = int(self.np_random.integers(2**31 - 1))
         self._last = self._env.reset()
+        world = self._env._world
+        world._chunks = collections.defaultdict(_OrderedSet, {  # same objects, deterministic order
+            key: _OrderedSet.fromkeys(sorted(objs, key=lambda obj: tuple(obj.pos)))
+            for key, objs in world._chunks.items()})
         player = self._env._player
         info = {"player_pos": np.array(player.pos), "inventory": dict(player.inventory),
                 "achievements": dict(player.achievements)}
@@ -42,6 +50,16 @@ class CrafterEnv(gym.Env):
 
     def render(self):
         return self._last
+
+
+class _OrderedSet(dict):
+    """The set operations Crafter's world uses on a chunk, iterating in insertion order."""
+
+    def add(self, item) -> None:
+        self[item] = None
+
+    def remove(self, item) -> None:
+        del self[item]
 
 
 gym.register("wmrl/Crafter-v1", entry_point=CrafterEnv)
