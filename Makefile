@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_data.py --env breakout --env reacher --env crafter
 
 clean:
 	rm -rf $(VENV) data/demo

@@ -70,7 +70,8 @@ def raw_rate(venv, steps: int) -> tuple[float, int]:
 def collector_rate(venv, card, steps: int, root: Path):
     """Agent steps per second of `collect` writing a fresh dataset at `root` (its own clock)."""
     writer = open_writer(root, card, venv, append=False)
-    stats = collect(venv, RandomPolicy(venv.action_space, SEED), writer, steps, seed=SEED, progress=False)
+    stats = collect(venv, RandomPolicy(venv.action_space, SEED), writer, steps, seed=SEED, progress=False,
+                    policy_name="random")
     return stats.steps_per_second, stats
 
 
@@ -121,8 +122,11 @@ def bench_env(name: str, steps: int, rounds: int, sample_seconds: float) -> dict
     venv = make_vector_env(card, 1, asynchronous=False)
     raws, cols, ratios, same = [], [], [], []
     try:
-        raw_rate(venv, min(200, steps))  # warm-up: first resets, lazy imports, caches
         with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+            # Warm-up of both sides (first resets, lazy imports, first arrow write, allocator growth):
+            # without it the first collector run pays one-off costs that the raw loop does not.
+            raw_rate(venv, min(500, steps))
+            collector_rate(venv, card, min(500, steps), Path(tmp) / "warmup")
             for r in range(rounds):
                 root = Path(tmp) / f"round{r}"
                 if r % 2 == 0:  # alternate the order so drift does not favour one side

@@ -53,7 +53,7 @@ def test_card_builds_steps_and_is_seed_deterministic(name):
 
 
 @pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version", "ignore:.*symmetric and normalized space")
-@pytest.mark.parametrize("name", ["breakout", "crafter", "pusht", "reacher"])
+@pytest.mark.parametrize("name", CARDS)
 def test_check_env_passes(name):
     env = make_env(load_card(name))
     try:

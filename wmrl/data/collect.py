@@ -72,7 +72,8 @@ def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, s
     state = info.get("state")  # [N, S] or None
     writer.set_state_layout(venv.get_attr("layout")[0] if state is not None else [])
     writer.add_collection({"policy": policy_name, "seed": seed, "num_envs": n, "steps": steps})
-    buffers = [_EpisodeBuffer(obs[i, -1], _row(state, i), None if seed is None else seed + i) for i in range(n)]
+    # Frames are copied out of the stack: a view would keep the whole [N, K, C, H, W] batch alive.
+    buffers = [_EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None if seed is None else seed + i) for i in range(n)]
     bar = tqdm(total=steps, unit="step", disable=not progress, smoothing=0.05, mininterval=0.5)
     start = time.perf_counter()
     try:
@@ -85,13 +86,13 @@ def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, s
                 buf = buffers[i]
                 if done[i]:  # obs[i] already starts the next episode; the last one is in final_*
                     final_state = info["final_info"].get("state")
-                    buf.add(actions[i], rewards[i], terminated[i], truncated[i], info["final_obs"][i][-1], _row(final_state, i))
+                    buf.add(actions[i], rewards[i], terminated[i], truncated[i], info["final_obs"][i][-1].copy(), _row(final_state, i))
                     writer.write(buf.to_episode())
                     stats.episodes += 1
                     stats.returns.append(float(np.sum(buf.rewards)))
-                    buffers[i] = _EpisodeBuffer(obs[i, -1], _row(state, i), None)
+                    buffers[i] = _EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None)
                 else:
-                    buf.add(actions[i], rewards[i], False, False, obs[i, -1], _row(state, i))
+                    buf.add(actions[i], rewards[i], False, False, obs[i, -1].copy(), _row(state, i))
             stats.steps += n
             bar.update(n)
             if done.any():

@@ -1,0 +1,18 @@
+"""The benchmark scripts run (on a tiny budget) and write their result files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_data_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--quick", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert "| breakout |" in next(tmp_path.glob("*.md")).read_text()
+    text = json.dumps(result)
+    assert "ratio" in text and "bytes_per_frame" in text
