@@ -52,7 +52,7 @@ def test_card_builds_steps_and_is_seed_deterministic(name):
         env.close()
 
 
-@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version", "ignore:.*symmetric and normalized space")
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
 @pytest.mark.parametrize("name", CARDS)
 def test_check_env_passes(name):
     env = make_env(load_card(name))
@@ -91,6 +91,22 @@ def test_user_card_for_any_registered_env(tmp_path):
     assert obs.shape == (3, 1, 32, 48) and obs.dtype == np.uint8
     assert info["state"].shape == (2,)
     env.close()
+
+
+def test_card_action_bounds_rescale_onto_the_env(tmp_path):
+    path = tmp_path / "pendulum.yaml"
+    path.write_text("name: p\ngym_id: Pendulum-v1\npixels: render\npreprocess: {size: [32, 32]}\n"
+                    "action: {type: continuous, low: [-1.0], high: [1.0]}\n"
+                    "state: [{name: th, source: obs}]\n")
+    env = make_env(load_card(str(path)))
+    assert env.action_space.low.tolist() == [-1.0] and env.action_space.high.tolist() == [1.0]
+    env.reset(seed=0)
+    env.step(np.array([1.0], np.float32))
+    assert env.unwrapped.last_u == pytest.approx(2.0)  # Pendulum's own bound
+    env.close()
+    path.write_text("name: p\ngym_id: Pendulum-v1\npixels: render\naction: {type: continuous, low: [-1.0, 0], high: [1.0, 1]}\n")
+    with pytest.raises(EnvError, match="do not match"):
+        make_env(load_card(str(path)))
 
 
 def test_missing_package_names_the_extra(tmp_path):

@@ -37,9 +37,18 @@ class Preprocess:
 
 @dataclass
 class ActionSpec:
+    """Discrete, or continuous within [low, high]: given bounds become the agent's action space and
+    are mapped linearly onto the env's own (e.g. [-1, 1] for PushT's [0, 512]); None keeps the env's."""
+
     type: Literal["discrete", "continuous"]
-    low: list[float] | None = None  # continuous bounds; None takes the env's own
+    low: list[float] | None = None
     high: list[float] | None = None
+
+    def __post_init__(self):
+        if (self.low is None) != (self.high is None):
+            raise ValueError("action.low and action.high go together")
+        if self.low is not None and (self.type == "discrete" or any(lo >= hi for lo, hi in zip(self.low, self.high))):
+            raise ValueError(f"action bounds need continuous actions and low < high, got {self.low}, {self.high}")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Env card -> wrapped Gymnasium env whose observation is the frame stack [K, C, H, W] uint8.
 
 Wrapper order, bottom to top (each applied only when the card asks for it):
-  gymnasium.make -> RecordState -> StickyAction -> render-as-obs / dict key -> NoopReset
+  gymnasium.make -> RescaleAction (card bounds) -> RecordState -> StickyAction -> render-as-obs / dict key -> NoopReset
   -> MaxAndSkip (frame skip, max over the last two raw frames) -> grayscale -> resize
   -> channel-first -> TimeLimit (agent steps) -> FrameStack (padded with the reset frame)
 """
@@ -48,6 +48,8 @@ def make_env(card: EnvCard, render_mode: str | None = None) -> gym.Env:
     except gym.error.Error as e:
         raise EnvError(f"env card '{card.name}': cannot make '{card.gym_id}': {e}") from None
     _check_action_space(card, env.action_space)
+    if card.action.low is not None:
+        env = gw.RescaleAction(env, np.array(card.action.low, np.float32), np.array(card.action.high, np.float32))
     if not card.mujoco_shadows:
         env.unwrapped.model.light_castshadow[:] = 0
 
@@ -98,9 +100,8 @@ def _check_action_space(card: EnvCard, space: gym.Space) -> None:
     if card.action.type == "continuous":
         if not isinstance(space, gym.spaces.Box):
             raise EnvError(f"env card '{card.name}' says continuous actions, but '{card.gym_id}' has {space}")
-        for bound in (card.action.low, card.action.high):
-            if bound is not None and len(bound) != space.shape[0]:
-                raise EnvError(f"env card '{card.name}': action bounds {bound} do not match {space}")
+        if card.action.low is not None and not len(card.action.low) == len(card.action.high) == space.shape[0]:
+            raise EnvError(f"env card '{card.name}': action bounds {card.action.low}, {card.action.high} do not match {space}")
 
 
 def _check_image_space(card: EnvCard, space: gym.Space) -> None:
