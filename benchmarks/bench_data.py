@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from wmrl.data.collect import collect, open_writer
 from wmrl.data.replay import ReplayDataset, WindowSampler
-from wmrl.data.store import disk_bytes
+from wmrl.data.store import disk_bytes, fixed_list, write_ipc
 from wmrl.envs.card import load_card
 from wmrl.envs.make import make_vector_env
 from wmrl.policies import RandomPolicy
@@ -77,15 +77,10 @@ def collector_rate(venv, card, steps: int, root: Path):
 
 def frames_only_bytes(data: ReplayDataset) -> int:
     """Bytes of the frames alone, each episode's frames one zstd-3 arrow buffer as the store writes them."""
-    options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=3))
     total = 0
     for start, n in zip(data.episode_start, data.episode_steps):
-        frames = data.frames[start:start + n + 1]
-        col = pa.FixedSizeListArray.from_arrays(pa.array(frames.reshape(-1)), int(np.prod(frames.shape[1:])))
-        batch = pa.RecordBatch.from_pydict({"observations": col})
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, batch.schema, options=options) as w:
-            w.write_batch(batch)
+        write_ipc(pa.RecordBatch.from_pydict({"observations": fixed_list(data.frames[start:start + n + 1])}), sink)
         total += sink.getvalue().size
     return total
 

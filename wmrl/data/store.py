@@ -64,9 +64,15 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     flat = values.reshape(len(values), -1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+
+
+def write_ipc(batch: pa.RecordBatch, sink) -> None:
+    """One record batch as an arrow IPC file, every buffer zstd-compressed."""
+    with pa.ipc.new_file(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression=_CODEC)) as writer:
+        writer.write_batch(batch)
 
 
 def pad_last(x: np.ndarray) -> np.ndarray:
@@ -76,14 +82,14 @@ def pad_last(x: np.ndarray) -> np.ndarray:
 
 def episode_to_batch(ep: Episode) -> pa.RecordBatch:
     columns = {
-        "observations": _fixed_list(ep.frames),
-        "actions": pa.array(pad_last(ep.actions)) if ep.actions.ndim == 1 else _fixed_list(pad_last(ep.actions)),
+        "observations": fixed_list(ep.frames),
+        "actions": pa.array(pad_last(ep.actions)) if ep.actions.ndim == 1 else fixed_list(pad_last(ep.actions)),
         "rewards": pa.array(pad_last(ep.rewards.astype(np.float64))),
         "terminations": pa.array(pad_last(ep.terminations.astype(bool))),
         "truncations": pa.array(pad_last(ep.truncations.astype(bool))),
     }
     if ep.states is not None:
-        state = _fixed_list(ep.states.astype(np.float32))
+        state = fixed_list(ep.states.astype(np.float32))
         field = pa.field("state", state.type, metadata={"shape": str(ep.states.shape[1])})
         columns["infos"] = pa.StructArray.from_arrays([state], fields=[field])
     return pa.RecordBatch.from_pydict(columns)
@@ -202,9 +208,8 @@ class DatasetWriter:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         batch = episode_to_batch(episode)
-        options = pa.ipc.IpcWriteOptions(compression=_CODEC)
-        with pa.OSFile(str(tmp / _EPISODE_FILE), "wb") as sink, pa.ipc.new_file(sink, batch.schema, options=options) as w:
-            w.write_batch(batch)
+        with pa.OSFile(str(tmp / _EPISODE_FILE), "wb") as sink:
+            write_ipc(batch, sink)
         (tmp / "metadata.json").write_text(json.dumps({"id": episode_id, "total_steps": len(episode), "seed": episode.seed}))
         self._bytes += sum(p.stat().st_size for p in tmp.iterdir())
         os.rename(tmp, data_dir(self.root) / str(episode_id))
