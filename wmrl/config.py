@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from wmrl.errors import ConfigError
+from wmrl.train.config import Stage1Config
 
 T = TypeVar("T")
 
@@ -182,6 +183,7 @@ class ExperimentConfig:
     env: str  # env card name, Gymnasium id of a shipped card, or path to a card
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
 
 
 def find_config(name_or_path: str) -> Path:

@@ -1,0 +1,1 @@
+"""Diagnostics for trained world models: probes and collapse checks on frozen features."""

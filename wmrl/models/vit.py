@@ -1,0 +1,86 @@
+"""Vision Transformer over a K-frame stack: tubelet patches across time, 3-D sin-cos positions.
+
+Tokens are laid out (t, h, w) in row-major order: a stack [B, K, C, H, W] with tubelet size
+`tubelet` and patch `patch` gives N = (K / tubelet) * (H / patch) * (W / patch) tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wmrl.models.config import EncoderConfig
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `attn_mask` (bool, True = may attend) is optional."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)  # [B, h, N, d/h]
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))
+
+
+def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """Fixed 3-D sin-cos positions [T*H*W, dim]: dim split over (t, h, w) as V-JEPA does."""
+    t, h, w = grid
+    dim_t = 2 * (dim // 6)  # even shares; the rest goes to the spatial axes
+    dim_h = dim_w = 2 * ((dim - dim_t) // 4)
+    tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+
+    def encode(pos: np.ndarray, d: int) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2) / (d / 2))
+        angles = pos.reshape(-1, 1) * omega[None]
+        return np.concatenate([np.sin(angles), np.cos(angles)], 1)
+
+    emb = np.concatenate([encode(tt, dim_t), encode(hh, dim_h), encode(ww, dim_w)], 1)
+    emb = np.pad(emb, ((0, 0), (0, dim - emb.shape[1])))
+    return torch.tensor(emb, dtype=torch.float32)
+
+
+class VisionTransformer(nn.Module):
+    """Encoder: stack [B, K, C, H, W] uint8 -> tokens [B, N, D] (or only the kept ones)."""
+
+    def __init__(self, cfg: EncoderConfig, frames: int, channels: int, image_size: tuple[int, int]):
+        super().__init__()
+        width, depth, heads = cfg.dims()
+        h, w = image_size
+        if frames % cfg.tubelet or h % cfg.patch or w % cfg.patch:
+            raise ValueError(f"stack {frames}x{h}x{w} is not divisible by tubelet {cfg.tubelet} / patch {cfg.patch}")
+        self.grid = (frames // cfg.tubelet, h // cfg.patch, w // cfg.patch)
+        self.num_tokens = int(np.prod(self.grid))
+        self.width = width
+        self.patch_embed = nn.Conv3d(channels, width, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch))
+        self.register_buffer("pos", sincos_3d(self.grid, width), persistent=False)
+        self.blocks = nn.ModuleList(Block(width, heads, cfg.mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus positions: [B, K, C, H, W] uint8 -> [B, N, D]."""
+        x = x.float().div_(255).permute(0, 2, 1, 3, 4)  # [B, C, K, H, W]
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # [B, N, D]
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep` [B, Nk] token indices: the encoder sees only those (no mask tokens)."""
+        z = self.tokens(x)
+        if keep is not None:
+            z = gather_tokens(z, keep)
+        for block in self.blocks:
+            z = block(z)
+        return self.norm(z)
+
+
+def gather_tokens(z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """z [B, N, D], index [B, M] -> [B, M, D]."""
+    return torch.gather(z, 1, index.unsqueeze(-1).expand(-1, -1, z.shape[-1]))

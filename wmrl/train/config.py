@@ -1,0 +1,44 @@
+"""Training hyperparameters as plain dataclasses (no torch import), mapped from configs/*.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from wmrl.models.config import JEPAConfig, MaskConfig
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 5e-4
+    min_lr: float = 1e-5  # the cosine schedule ends here
+    warmup_steps: int = 100
+    weight_decay: float = 0.04
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError("optim.steps and optim.batch_size must be >= 1, optim.warmup_steps >= 0")
+
+
+@dataclass
+class Stage1Config:
+    model: JEPAConfig = field(default_factory=JEPAConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, linear from first to second
+    eval_every: int = 200  # steps between validation loss / collapse checks
+    checkpoint_every: int = 200
+    val_batches: int = 4  # fixed held-out batches for the validation loss
+    patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast is for GPUs: ~100x slower on AVX2 CPUs
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    wandb: bool = False  # also log to Weights & Biases (needs `pip install wmrl[wandb]`)
+    log_every: int = 1  # steps between training-loss rows in metrics.jsonl
+
+    def __post_init__(self):
+        if self.eval_every < 1 or self.checkpoint_every < 1 or self.log_every < 1 or self.val_batches < 1:
+            raise ValueError("eval_every, checkpoint_every, log_every and val_batches must be >= 1")

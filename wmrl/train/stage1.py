@@ -1,0 +1,179 @@
+"""Stage 1: V-JEPA encoder pretraining on replay clips.
+
+The context encoder sees the visible tokens of each frame stack, the predictor fills in the
+masked ones, and the loss compares them with the EMA target encoder's layer-normed features.
+Runs are exactly resumable on CPU: the checkpoint holds model, optimizer, scheduler, every RNG
+(torch, the data sampler's, the mask generator's) and the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wmrl.config import to_dict
+from wmrl.data.replay import ReplayDataset, WindowSampler
+from wmrl.eval.probes import collapse_stats, collapse_warning
+from wmrl.models.jepa import JEPA
+from wmrl.models.masks import sample_masks
+from wmrl.train.checkpoint import (CHECKPOINT_NAME, generator_state, load_checkpoint, rng_state, save_checkpoint,
+                                   set_generator_state, set_rng_state)
+from wmrl.train.config import OptimConfig, Stage1Config
+from wmrl.train.logger import MetricsLog
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    """Linear warmup, then cosine decay from lr to min_lr (as a multiple of lr)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: JEPA, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and the mask token (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1 and p is not model.predictor.mask_token]
+    no_decay = [p for p in params if not any(p is q for q in decay)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def build_model(payload: dict) -> JEPA:
+    """Rebuild the JEPA of a stage-1 checkpoint (no training state)."""
+    from wmrl.config import from_dict
+
+    cfg = from_dict(Stage1Config, payload["config"], source="checkpoint")
+    model = JEPA(cfg.model, tuple(payload["stack_shape"]))
+    model.load_state_dict(payload["model"])
+    return model.eval()
+
+
+class Stage1Trainer:
+    def __init__(self, cfg: Stage1Config, data: ReplayDataset, run_dir: str | Path, val_fraction: float = 0.1,
+                 device: str = "cpu", progress: bool = True):
+        self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, Path(run_dir), device, progress
+        torch.manual_seed(cfg.seed)
+        self.stack_shape = (data.frame_stack, *data.frame_shape)  # (K, C, H, W)
+        self.model = JEPA(cfg.model, self.stack_shape).to(device)
+        self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg.optim))
+        train_ids, val_ids = data.split(val_fraction)
+        if len(val_ids) == 0:  # too few episodes to hold any out: validate on training episodes
+            val_ids = train_ids
+        self.sampler = WindowSampler(data, 1, cfg.optim.batch_size, episodes=train_ids, seed=cfg.seed)
+        self.mask_rng = np.random.default_rng(cfg.seed + 1)
+        # Fixed validation batches and masks, so val losses are comparable across evaluations.
+        val_sampler = WindowSampler(data, 1, cfg.optim.batch_size, episodes=val_ids, seed=cfg.seed + 2)
+        val_mask_rng = np.random.default_rng(cfg.seed + 3)
+        self.val_set = [(val_sampler.sample().obs[:, 0], sample_masks(cfg.mask, self.model.grid, cfg.optim.batch_size, val_mask_rng))
+                        for _ in range(cfg.val_batches)]
+        self.step, self.best_val, self.bad_evals = 0, float("inf"), 0
+        self.loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        return {"stage": 1, "config": to_dict(self.cfg), "stack_shape": list(self.stack_shape), "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                "sampler_rng": generator_state(self.sampler.rng), "mask_rng": generator_state(self.mask_rng),
+                "best_val": self.best_val, "bad_evals": self.bad_evals, "dataset": str(self.data.root)}
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
+
+    def restore(self) -> None:
+        payload = load_checkpoint(self.run_dir / CHECKPOINT_NAME, map_location=self.device)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"])
+        set_generator_state(self.sampler.rng, payload["sampler_rng"])
+        set_generator_state(self.mask_rng, payload["mask_rng"])
+        self.step, self.best_val, self.bad_evals = payload["step"], payload["best_val"], payload["bad_evals"]
+
+    # ---------------------------------------------------------------- training
+    def autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def momentum(self) -> float:
+        start, end = self.cfg.ema
+        return start + (end - start) * self.step / self.cfg.optim.steps
+
+    def train_step(self) -> float:
+        obs = torch.from_numpy(self.sampler.sample().obs[:, 0]).to(self.device)  # [B, K, C, H, W]
+        masks = sample_masks(self.cfg.mask, self.model.grid, len(obs), self.mask_rng)
+        self.model.train()
+        with self.autocast():
+            loss = self.loss_fn(obs, masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.update_target(self.momentum())
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        losses, features = [], []
+        for obs, masks in self.val_set:
+            obs = torch.from_numpy(obs).to(self.device)
+            with self.autocast():
+                losses.append(float(self.model.loss(obs, masks)))
+                features.append(self.model.target_encoder(obs).float().mean(1).cpu().numpy())  # [B, D]
+        stats = collapse_stats(np.concatenate(features))
+        return {"step": self.step, "val_loss": float(np.mean(losses)), **{f"feat_{k}": v for k, v in stats.items()}}
+
+    def train(self, resume: bool = False) -> dict:
+        """Train to `optim.steps` (or early stop); returns the last evaluation row."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir, self.cfg.wandb, to_dict(self.cfg))
+        if resume:
+            self.restore()
+            log.truncate_after(self.step)
+        total = self.cfg.optim.steps
+        bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, mininterval=0.5)
+        last_eval, start = {}, time.perf_counter()
+        try:
+            while self.step < total:
+                loss = self.train_step()
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0:
+                    log.log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                             "momentum": self.momentum()})
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                stop = False
+                if self.step % self.cfg.eval_every == 0 or self.step == total:
+                    last_eval = self.evaluate()
+                    last_eval["seconds"] = time.perf_counter() - start
+                    log.log(last_eval)
+                    warning = collapse_warning({k[5:]: v for k, v in last_eval.items() if k.startswith("feat_")})
+                    if warning:
+                        tqdm.write(f"wmrl: warning: step {self.step}: {warning}")
+                    if last_eval["val_loss"] < self.best_val:
+                        self.best_val, self.bad_evals = last_eval["val_loss"], 0
+                    else:
+                        self.bad_evals += 1
+                        stop = 0 < self.cfg.patience <= self.bad_evals
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == total or stop:
+                    self.save()
+                if stop:
+                    tqdm.write(f"wmrl: early stop at step {self.step}: no better val loss in {self.bad_evals} evaluations")
+                    break
+        finally:
+            bar.close()
+            log.close()
+        return last_eval
