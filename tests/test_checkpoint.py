@@ -69,17 +69,25 @@ def test_failed_save_keeps_old_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
 
 
-def test_corrupt_checkpoint(tmp_path):
+@pytest.mark.parametrize("keep", [0.5, -5, 10, 0])
+def test_truncated_checkpoint(tmp_path, keep):
     path = tmp_path / CHECKPOINT_NAME
     save_checkpoint(path, _payload())
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
     with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
         load_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert isinstance(info.value, UserError)
+
+
+def test_garbage_checkpoint(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    torch.save([1, 2], path)  # loads fine, but is not a dict
+    with pytest.raises(CheckpointError, match="not a wmrl checkpoint"):
         load_checkpoint(path)
 
 
@@ -93,7 +101,7 @@ def test_missing_checkpoint(tmp_path):
 def test_unsafe_payload_refused(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"obj": np.arange(3)}, path)  # an ndarray is not weights_only-loadable
-    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match="weights_only=True refuses: Unsupported global"):
         load_checkpoint(path)
 
 

@@ -56,6 +56,60 @@ def cmd_data_info(args: argparse.Namespace) -> None:
     print(dataset_info(args.path))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import json
+
+    from wmrl.config import load_experiment, to_dict
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.train.stage1 import Stage1Trainer
+
+    cfg = load_experiment(args.config)
+    stage = cfg.stage1
+    if args.steps is not None:
+        stage.optim.steps = args.steps
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"nothing to resume: {args.out} has no checkpoint.pt")
+    if not args.resume and (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    data = ReplayDataset(args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    trainer = Stage1Trainer(stage, data, args.out, val_fraction=cfg.data.val_fraction, progress=not args.no_progress)
+    final = trainer.train(resume=args.resume)
+    print(f"stage 1: step {trainer.step}, val loss {final.get('val_loss', float('nan')):.4f}, "
+          f"feature std {final.get('feat_std_mean', float('nan')):.4f}, effective rank "
+          f"{final.get('feat_effective_rank', float('nan')):.1f} -> {args.out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from wmrl.config import from_dict
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.eval.encoder import format_probe_table, probe_encoders
+    from wmrl.models.jepa import JEPA
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.config import Stage1Config
+    from wmrl.train.stage1 import build_model
+
+    payload = load_checkpoint(args.checkpoint)
+    if payload.get("stage") != 1:
+        raise UserError(f"{args.checkpoint} is not a stage-1 checkpoint")
+    trained = build_model(payload)
+    torch.manual_seed(args.seed + 1000)
+    random_init = JEPA(from_dict(Stage1Config, payload["config"]).model, tuple(payload["stack_shape"]))
+    data = ReplayDataset(args.data)
+    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
+        raise UserError(f"{args.data} holds stacks {(data.frame_stack, *data.frame_shape)}, the encoder wants {tuple(payload['stack_shape'])}")
+    result = probe_encoders({"trained": trained.target_encoder, "random init": random_init.target_encoder}, data,
+                            val_fraction=payload["val_fraction"], fields=args.fields, max_rows=args.max_rows, seed=args.seed)
+    print(format_probe_table(result, ["trained", "random init"]))
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    (run_dir / "eval_stage1.json").write_text(json.dumps(result, indent=1))
+
+
 def _mean(x):
     return sum(x) / len(x)
 
@@ -81,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true", help="step all envs in this process, even when > 1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train", help="train a model stage on a replay dataset")
+    p.add_argument("--stage", type=int, choices=[1], required=True, help="1: V-JEPA encoder")
+    p.add_argument("--config", required=True, help="experiment config (name or path)")
+    p.add_argument("--data", required=True, type=Path, help="replay dataset folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, metrics.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--steps", type=int, help="override the config's optim.steps")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained stage")
+    p.add_argument("--stage", type=int, choices=[1], required=True)
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint file")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--fields", nargs="+", help="state fields to probe (default: every field of size <= 16)")
+    p.add_argument("--max-rows", type=int, default=4000, help="training stacks for the probes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -16,7 +16,6 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +57,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def _first_sentence(e: BaseException) -> str:
+def _reason(e: BaseException) -> str:
     """torch's errors run to paragraphs of advice; a one-line CLI error keeps the first sentence."""
     text = str(e).strip()
-    return text.splitlines()[0].split(". ")[0] if text else type(e).__name__
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    if isinstance(e, RuntimeError) and first:  # torch's own errors already say what failed
+        return first
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -74,17 +76,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{given} is a directory without a {CHECKPOINT_NAME}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
+    except PermissionError:
+        raise CheckpointError(f"cannot read {path}: permission denied") from None
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "weights only" in text.lower():
-            # torch's message is a paragraph; the line naming the offending global is what matters
-            detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
-            detail = detail.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
-            raise CheckpointError(f"{path} holds objects that cannot be loaded safely "
-                                  f"(weights_only=True){': ' + detail if detail else ''}") from None
-        raise CheckpointError(f"{path} is corrupt or truncated: {_first_sentence(e)}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated: {_first_sentence(e)}") from None
+        if "weights only" not in text.lower():
+            raise CheckpointError(f"{path} is corrupt or truncated: {_reason(e)}") from None
+        # torch's message is a paragraph; the line naming the offending global is what matters
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
+        detail = detail.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
+        raise CheckpointError(f"{path} is corrupt or not a wmrl checkpoint: it holds objects that "
+                              f"weights_only=True refuses{': ' + detail if detail else ''}") from None
+    except Exception as e:
+        # Damaged bytes surface as almost any exception (zip, unicode, key, storage-size errors),
+        # and the file is torch.load's only input, so all of them mean the same thing here.
+        if "deserialize object on" in str(e):  # saved on a device this machine lacks
+            raise CheckpointError(f"cannot load {path} with map_location={map_location!r}: {_reason(e)}") from None
+        raise CheckpointError(f"{path} is corrupt or truncated: {_reason(e)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a wmrl checkpoint (holds a {type(payload).__name__}, not a dict)")
     return payload
@@ -129,7 +139,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured. CUDA states are skipped when resuming without CUDA."""
+    """Restore what `rng_state` captured.
+
+    CUDA states are restored device by device for the devices both runs have: resuming on a
+    machine without CUDA, or with fewer GPUs visible, should not make a checkpoint unusable.
+    """
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     npy = state["numpy"]
@@ -137,11 +151,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) != torch.cuda.device_count():
-            raise CheckpointError(f"checkpoint has RNG states for {len(cuda)} CUDA devices, "
-                                  f"but {torch.cuda.device_count()} are visible")
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
 def generator_state(gen: np.random.Generator) -> dict[str, Any]:

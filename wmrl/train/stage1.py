@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from wmrl.config import to_dict
+from wmrl.errors import ConfigError
 from wmrl.data.replay import ReplayDataset, WindowSampler
 from wmrl.eval.probes import collapse_stats, collapse_warning
 from wmrl.models.jepa import JEPA
@@ -60,9 +61,13 @@ class Stage1Trainer:
     def __init__(self, cfg: Stage1Config, data: ReplayDataset, run_dir: str | Path, val_fraction: float = 0.1,
                  device: str = "cpu", progress: bool = True):
         self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, Path(run_dir), device, progress
+        self.val_fraction = val_fraction
         torch.manual_seed(cfg.seed)
         self.stack_shape = (data.frame_stack, *data.frame_shape)  # (K, C, H, W)
-        self.model = JEPA(cfg.model, self.stack_shape).to(device)
+        try:
+            self.model = JEPA(cfg.model, self.stack_shape).to(device)
+        except ValueError as e:  # e.g. a patch size that does not divide the frames
+            raise ConfigError(f"stage1.model: {e}") from None
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg.optim))
         train_ids, val_ids = data.split(val_fraction)
@@ -84,7 +89,8 @@ class Stage1Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
                 "sampler_rng": generator_state(self.sampler.rng), "mask_rng": generator_state(self.mask_rng),
-                "best_val": self.best_val, "bad_evals": self.bad_evals, "dataset": str(self.data.root)}
+                "best_val": self.best_val, "bad_evals": self.bad_evals, "dataset": str(self.data.root),
+                "val_fraction": self.val_fraction}
 
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())

@@ -1,0 +1,80 @@
+"""Stage-1 evaluation: linear probes from frozen encoder features to recorded ground truth.
+
+Features are the target encoder's tokens, mean-pooled, for frame stacks from the dataset; probes
+are fit on training episodes and scored (R²) on held-out episodes, beside the same probe on a
+randomly initialised encoder of the same shape, so a number means something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wmrl.data.replay import ReplayDataset
+from wmrl.errors import DatasetError
+from wmrl.eval.probes import collapse_stats, linear_probe_r2
+from wmrl.models.vit import VisionTransformer
+
+MAX_FIELD_SIZE = 16  # probe named state fields up to this size (not, say, 128 bytes of RAM)
+
+
+@torch.no_grad()
+def encode_rows(encoder: VisionTransformer, data: ReplayDataset, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Mean-pooled features [len(rows), D] of the stacks at `rows`."""
+    encoder.eval()
+    out = [encoder(torch.from_numpy(data.stacks(rows[i:i + batch_size]))).mean(1).numpy()
+           for i in range(0, len(rows), batch_size)]
+    return np.concatenate(out)
+
+
+def probe_fields(data: ReplayDataset, fields: list[str] | None) -> list[tuple[str, slice]]:
+    """(name, columns of the state vector) of the fields to probe."""
+    layout, start, spans = data.state_layout, 0, {}
+    for name, size in layout:
+        spans[name] = slice(start, start + size)
+        start += size
+    if not spans:
+        raise DatasetError(f"{data.root} records no ground-truth state to probe")
+    if fields is None:
+        return [(n, s) for n, s in spans.items() if s.stop - s.start <= MAX_FIELD_SIZE]
+    unknown = [f for f in fields if f not in spans]
+    if unknown:
+        raise DatasetError(f"{data.root} records no state field '{unknown[0]}' (fields: {', '.join(spans)})")
+    return [(f, spans[f]) for f in fields]
+
+
+def probe_encoders(encoders: dict[str, VisionTransformer], data: ReplayDataset, val_fraction: float = 0.1,
+                   fields: list[str] | None = None, max_rows: int = 4000, seed: int = 0) -> dict:
+    """R² per field for each named encoder, plus collapse statistics of its held-out features."""
+    train_ids, val_ids = data.split(val_fraction)
+    if len(val_ids) == 0:
+        raise DatasetError(f"{data.root} has too few episodes to hold any out for probing")
+    rng = np.random.default_rng(seed)
+
+    def rows_of(ids: np.ndarray, n: int) -> np.ndarray:
+        rows = np.flatnonzero(np.isin(data.row_episode, ids))
+        return np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
+
+    train_rows, val_rows = rows_of(train_ids, max_rows), rows_of(val_ids, max_rows // 2)
+    chosen = probe_fields(data, fields)
+    result = {"fields": [n for n, _ in chosen], "train_rows": len(train_rows), "val_rows": len(val_rows)}
+    for name, encoder in encoders.items():
+        x_train, x_val = encode_rows(encoder, data, train_rows), encode_rows(encoder, data, val_rows)
+        r2 = {}
+        for field, cols in chosen:
+            scores = linear_probe_r2(x_train, data.states[train_rows, cols], x_val, data.states[val_rows, cols])
+            r2[field] = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+        result[name] = {"r2": r2, "collapse": collapse_stats(x_val)}
+    return result
+
+
+def format_probe_table(result: dict, names: list[str]) -> str:
+    lines = [f"{'field':<16}" + "".join(f"{'R² ' + n:>18}" for n in names)]
+    for field in result["fields"]:
+        lines.append(f"{field:<16}" + "".join(f"{result[n]['r2'][field]:>18.3f}" for n in names))
+    for n in names:
+        c = result[n]["collapse"]
+        lines.append(f"{n}: feature std {c['std_mean']:.4f} (min {c['std_min']:.4f}), effective rank "
+                     f"{c['effective_rank']:.1f} of {c['effective_rank'] / max(c['rank_fraction'], 1e-9):.0f}")
+    lines.append(f"probes fit on {result['train_rows']} stacks of training episodes, scored on {result['val_rows']} held-out")
+    return "\n".join(lines)
