@@ -166,3 +166,17 @@ def test_train_and_eval_cli(breakout_data, tmp_path):
     assert set(result["trained"]["r2"]) == {"paddle_x", "ball_x", "ball_y", "lives"}
     r = run_cli("eval", "--stage", 1, "--checkpoint", tmp_path / "nope", "--data", breakout_data)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_ddp_two_gloo_processes_keep_replicas_identical(breakout_data, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML.replace("STEPS", "6"))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "wmrl", "train", "--stage", "1", "--config", str(config), "--data", str(breakout_data),
+                        "--out", str(tmp_path / "ddp"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes, replica parameter spread 0" in r.stdout
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["replica_spread"] for row in rows if "replica_spread" in row] == [0.0, 0.0]
+    assert sum("loss" in row for row in rows) == 6  # rank 0 alone logs

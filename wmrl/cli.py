@@ -72,10 +72,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not args.resume and (args.out / "checkpoint.pt").is_file():
         raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     data = ReplayDataset(args.data)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     trainer = Stage1Trainer(stage, data, args.out, val_fraction=cfg.data.val_fraction, progress=not args.no_progress)
+    if trainer.rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     final = trainer.train(resume=args.resume)
+    if trainer.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if trainer.rank > 0:
+            return
+        print(f"{trainer.world} processes, replica parameter spread {final.get('replica_spread', float('nan')):.3g}")
     print(f"stage 1: step {trainer.step}, val loss {final.get('val_loss', float('nan')):.4f}, "
           f"feature std {final.get('feat_std_mean', float('nan')):.4f}, effective rank "
           f"{final.get('feat_effective_rank', float('nan')):.1f} -> {args.out}")

@@ -28,6 +28,10 @@ class JEPA(nn.Module):
     def grid(self) -> tuple[int, int, int]:
         return self.encoder.grid
 
+    def forward(self, obs: torch.Tensor, masks: list[Mask]) -> torch.Tensor:
+        """The training loss (forward is what DistributedDataParallel wraps)."""
+        return self.loss(obs, masks)
+
     def loss(self, obs: torch.Tensor, masks: list[Mask]) -> torch.Tensor:
         """obs [B, K, C, H, W] uint8; masks from `sample_masks`. Mean over masks of the L1 (or L2)
         distance between predicted and layer-normed target features at the target tokens."""

@@ -3,18 +3,25 @@
 The context encoder sees the visible tokens of each frame stack, the predictor fills in the
 masked ones, and the loss compares them with the EMA target encoder's layer-normed features.
 Runs are exactly resumable on CPU: the checkpoint holds model, optimizer, scheduler, every RNG
-(torch, the data sampler's, the mask generator's) and the step.
+(torch, the data sampler's, the mask generator's; one set per process) and the step.
+
+Data-parallel under torchrun (gloo on CPU, nccl on GPU): each process draws its own share of
+the global batch from its own random stream, gradients are averaged by DDP, and the EMA target
+update is the same deterministic function on every replica; rank 0 logs and checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from wmrl.config import to_dict
@@ -57,11 +64,26 @@ def build_model(payload: dict) -> JEPA:
     return model.eval()
 
 
+def init_distributed(device: str) -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Stage1Trainer:
     def __init__(self, cfg: Stage1Config, data: ReplayDataset, run_dir: str | Path, val_fraction: float = 0.1,
                  device: str = "cpu", progress: bool = True):
-        self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, Path(run_dir), device, progress
+        self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.val_fraction = val_fraction
+        self.rank, self.world = init_distributed(device)
+        self.progress = progress and self.rank == 0
+        if cfg.optim.batch_size % self.world:
+            raise ConfigError(f"stage1.optim.batch_size {cfg.optim.batch_size} does not split over {self.world} processes")
+        local_batch = cfg.optim.batch_size // self.world
         torch.manual_seed(cfg.seed)
         self.stack_shape = (data.frame_stack, *data.frame_shape)  # (K, C, H, W)
         try:
@@ -73,37 +95,61 @@ class Stage1Trainer:
         train_ids, val_ids = data.split(val_fraction)
         if len(val_ids) == 0:  # too few episodes to hold any out: validate on training episodes
             val_ids = train_ids
-        self.sampler = WindowSampler(data, 1, cfg.optim.batch_size, episodes=train_ids, seed=cfg.seed)
-        self.mask_rng = np.random.default_rng(cfg.seed + 1)
+        # Own random streams per process: together they draw the global batch.
+        self.sampler = WindowSampler(data, 1, local_batch, episodes=train_ids, seed=cfg.seed + 1000 * self.rank)
+        self.mask_rng = np.random.default_rng(cfg.seed + 1 + 1000 * self.rank)
         # Fixed validation batches and masks, so val losses are comparable across evaluations.
         val_sampler = WindowSampler(data, 1, cfg.optim.batch_size, episodes=val_ids, seed=cfg.seed + 2)
         val_mask_rng = np.random.default_rng(cfg.seed + 3)
         self.val_set = [(val_sampler.sample().obs[:, 0], sample_masks(cfg.mask, self.model.grid, cfg.optim.batch_size, val_mask_rng))
                         for _ in range(cfg.val_batches)]
         self.step, self.best_val, self.bad_evals = 0, float("inf"), 0
-        self.loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
+        module = self.model
+        if self.world > 1:  # the target encoder has no trainable parameters: DDP skips it
+            module = DistributedDataParallel(module, broadcast_buffers=False)
+        self.train_module = torch.compile(module) if cfg.compile else module
 
     # ---------------------------------------------------------------- checkpoints
-    def state(self) -> dict:
-        return {"stage": 1, "config": to_dict(self.cfg), "stack_shape": list(self.stack_shape), "step": self.step,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-                "sampler_rng": generator_state(self.sampler.rng), "mask_rng": generator_state(self.mask_rng),
-                "best_val": self.best_val, "bad_evals": self.bad_evals, "dataset": str(self.data.root),
-                "val_fraction": self.val_fraction}
+    def _random_state(self) -> dict:
+        return {"torch": rng_state(), "sampler": generator_state(self.sampler.rng), "mask": generator_state(self.mask_rng)}
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
+        """Rank 0 writes one checkpoint holding every process's random state (a collective call)."""
+        states = [None] * self.world
+        if self.world > 1:
+            dist.all_gather_object(states, self._random_state())
+        else:
+            states = [self._random_state()]
+        if self.rank == 0:
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
+                "stage": 1, "config": to_dict(self.cfg), "stack_shape": list(self.stack_shape), "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "random": states, "best_val": self.best_val,
+                "bad_evals": self.bad_evals, "dataset": str(self.data.root), "val_fraction": self.val_fraction})
+        if self.world > 1:
+            dist.barrier()  # nobody races ahead of a checkpoint that is still being written
 
     def restore(self) -> None:
         payload = load_checkpoint(self.run_dir / CHECKPOINT_NAME, map_location=self.device)
+        if len(payload["random"]) != self.world:
+            raise ConfigError(f"{self.run_dir} was trained by {len(payload['random'])} process(es); resume it with as many")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
-        set_generator_state(self.sampler.rng, payload["sampler_rng"])
-        set_generator_state(self.mask_rng, payload["mask_rng"])
+        mine = payload["random"][self.rank]
+        set_rng_state(mine["torch"])
+        set_generator_state(self.sampler.rng, mine["sampler"])
+        set_generator_state(self.mask_rng, mine["mask"])
         self.step, self.best_val, self.bad_evals = payload["step"], payload["best_val"], payload["bad_evals"]
+
+    def replica_spread(self) -> float:
+        """Largest difference of a parameter checksum across processes (0.0: identical replicas)."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        if self.world == 1:
+            return 0.0
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        return float(torch.cat(gathered).max() - torch.cat(gathered).min())
 
     # ---------------------------------------------------------------- training
     def autocast(self):
@@ -120,7 +166,7 @@ class Stage1Trainer:
         masks = sample_masks(self.cfg.mask, self.model.grid, len(obs), self.mask_rng)
         self.model.train()
         with self.autocast():
-            loss = self.loss_fn(obs, masks)
+            loss = self.train_module(obs, masks)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
@@ -146,10 +192,11 @@ class Stage1Trainer:
     def train(self, resume: bool = False) -> dict:
         """Train to `optim.steps` (or early stop); returns the last evaluation row."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.run_dir, self.cfg.wandb, to_dict(self.cfg))
+        log = MetricsLog(self.run_dir, self.cfg.wandb, to_dict(self.cfg)) if self.rank == 0 else None
         if resume:
             self.restore()
-            log.truncate_after(self.step)
+            if log:
+                log.truncate_after(self.step)
         total = self.cfg.optim.steps
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, mininterval=0.5)
         last_eval, start = {}, time.perf_counter()
@@ -157,7 +204,7 @@ class Stage1Trainer:
             while self.step < total:
                 loss = self.train_step()
                 bar.update(1)
-                if self.step % self.cfg.log_every == 0:
+                if log and self.step % self.cfg.log_every == 0:
                     log.log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
                              "momentum": self.momentum()})
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -165,9 +212,12 @@ class Stage1Trainer:
                 if self.step % self.cfg.eval_every == 0 or self.step == total:
                     last_eval = self.evaluate()
                     last_eval["seconds"] = time.perf_counter() - start
-                    log.log(last_eval)
+                    if self.world > 1:
+                        last_eval["replica_spread"] = self.replica_spread()
+                    if log:
+                        log.log(last_eval)
                     warning = collapse_warning({k[5:]: v for k, v in last_eval.items() if k.startswith("feat_")})
-                    if warning:
+                    if warning and self.rank == 0:
                         tqdm.write(f"wmrl: warning: step {self.step}: {warning}")
                     if last_eval["val_loss"] < self.best_val:
                         self.best_val, self.bad_evals = last_eval["val_loss"], 0
@@ -177,9 +227,11 @@ class Stage1Trainer:
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == total or stop:
                     self.save()
                 if stop:
-                    tqdm.write(f"wmrl: early stop at step {self.step}: no better val loss in {self.bad_evals} evaluations")
+                    if self.rank == 0:
+                        tqdm.write(f"wmrl: early stop at step {self.step}: no better val loss in {self.bad_evals} evaluations")
                     break
         finally:
             bar.close()
-            log.close()
+            if log:
+                log.close()
         return last_eval
