@@ -180,3 +180,23 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(breakout_data, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [row["replica_spread"] for row in rows if "replica_spread" in row] == [0.0, 0.0]
     assert sum("loss" in row for row in rows) == 6  # rank 0 alone logs
+
+
+def test_tri_temporal_objectives_train(breakout_data, tmp_path):
+    from wmrl.models.config import TriTemporalConfig
+
+    cfg = tiny_config(steps=4)
+    cfg.model.tri_temporal = TriTemporalConfig(enabled=True, soon=1, eventually=3)
+    trainer = Stage1Trainer(cfg, ReplayDataset(breakout_data), tmp_path / "tri", progress=False)
+    clip = torch.from_numpy(trainer.sampler.sample().obs)
+    assert clip.shape[1] == 4  # clips reach the EVENTUALLY stack
+    masks = sample_masks(cfg.mask, trainer.model.grid, len(clip), np.random.default_rng(0))
+    terms = trainer.model.tri_temporal_losses(clip, masks)
+    assert set(terms) == {"now", "soon", "eventually"} and all(torch.isfinite(v) for v in terms.values())
+    total = trainer.model(clip, masks)
+    torch.testing.assert_close(total, terms["now"] + terms["soon"] + 0.5 * terms["eventually"])
+    total.backward()
+    assert trainer.model.outcome.queries.grad is not None and trainer.model.soon_shift.grad is not None
+    assert np.isfinite(trainer.train()["val_loss"])
+    with pytest.raises(ConfigError, match="soon < eventually"):
+        from_dict(ExperimentConfig, {"env": "breakout", "stage1": {"model": {"tri_temporal": {"soon": 4, "eventually": 2}}}})

@@ -59,7 +59,30 @@ class MaskConfig:
 
 
 @dataclass
+class TriTemporalConfig:
+    """NOW / SOON / EVENTUALLY objectives over a clip (off by default).
+
+    NOW: masked prediction on the first stack of the clip. SOON: predict every token of the stack
+    `soon` steps later from the NOW stack alone. EVENTUALLY: an outcome head (learned queries
+    over the NOW tokens) matched to the mean target tokens of the stack `eventually` steps later,
+    by InfoNCE across the batch.
+    """
+
+    enabled: bool = False
+    soon: int = 1
+    eventually: int = 8
+    weights: tuple[float, float, float] = (1.0, 1.0, 0.5)  # NOW, SOON, EVENTUALLY
+    queries: int = 4
+    temperature: float = 0.1
+
+    def __post_init__(self):
+        if not 0 < self.soon < self.eventually:
+            raise ValueError(f"tri_temporal needs 0 < soon < eventually, got {self.soon}, {self.eventually}")
+
+
+@dataclass
 class JEPAConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     loss: Literal["l1", "l2"] = "l1"
+    tri_temporal: TriTemporalConfig = field(default_factory=TriTemporalConfig)

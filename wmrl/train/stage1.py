@@ -95,19 +95,26 @@ class Stage1Trainer:
         train_ids, val_ids = data.split(val_fraction)
         if len(val_ids) == 0:  # too few episodes to hold any out: validate on training episodes
             val_ids = train_ids
+        # Stacks, or clips that reach the EVENTUALLY stack for the tri-temporal objectives.
+        tri = cfg.model.tri_temporal
+        self.clip_len = tri.eventually + 1 if tri.enabled else 1
         # Own random streams per process: together they draw the global batch.
-        self.sampler = WindowSampler(data, 1, local_batch, episodes=train_ids, seed=cfg.seed + 1000 * self.rank)
+        self.sampler = WindowSampler(data, self.clip_len, local_batch, episodes=train_ids, seed=cfg.seed + 1000 * self.rank)
         self.mask_rng = np.random.default_rng(cfg.seed + 1 + 1000 * self.rank)
         # Fixed validation batches and masks, so val losses are comparable across evaluations.
-        val_sampler = WindowSampler(data, 1, cfg.optim.batch_size, episodes=val_ids, seed=cfg.seed + 2)
+        val_sampler = WindowSampler(data, self.clip_len, cfg.optim.batch_size, episodes=val_ids, seed=cfg.seed + 2)
         val_mask_rng = np.random.default_rng(cfg.seed + 3)
-        self.val_set = [(val_sampler.sample().obs[:, 0], sample_masks(cfg.mask, self.model.grid, cfg.optim.batch_size, val_mask_rng))
+        self.val_set = [(self._obs(val_sampler.sample().obs), sample_masks(cfg.mask, self.model.grid, cfg.optim.batch_size, val_mask_rng))
                         for _ in range(cfg.val_batches)]
         self.step, self.best_val, self.bad_evals = 0, float("inf"), 0
         module = self.model
         if self.world > 1:  # the target encoder has no trainable parameters: DDP skips it
             module = DistributedDataParallel(module, broadcast_buffers=False)
         self.train_module = torch.compile(module) if cfg.compile else module
+
+    def _obs(self, clips: np.ndarray) -> np.ndarray:
+        """[B, T, K, C, H, W] clips -> the stacks [B, K, C, H, W] plain masked prediction trains on."""
+        return clips if self.clip_len > 1 else clips[:, 0]
 
     # ---------------------------------------------------------------- checkpoints
     def _random_state(self) -> dict:
@@ -162,7 +169,7 @@ class Stage1Trainer:
         return start + (end - start) * self.step / self.cfg.optim.steps
 
     def train_step(self) -> float:
-        obs = torch.from_numpy(self.sampler.sample().obs[:, 0]).to(self.device)  # [B, K, C, H, W]
+        obs = torch.from_numpy(self._obs(self.sampler.sample().obs)).to(self.device)  # [B, (T,) K, C, H, W]
         masks = sample_masks(self.cfg.mask, self.model.grid, len(obs), self.mask_rng)
         self.model.train()
         with self.autocast():
@@ -184,8 +191,9 @@ class Stage1Trainer:
         for obs, masks in self.val_set:
             obs = torch.from_numpy(obs).to(self.device)
             with self.autocast():
-                losses.append(float(self.model.loss(obs, masks)))
-                features.append(self.model.target_encoder(obs).float().mean(1).cpu().numpy())  # [B, D]
+                losses.append(float(self.model(obs, masks)))
+                stacks = obs[:, 0] if obs.ndim == 6 else obs
+                features.append(self.model.target_encoder(stacks).float().mean(1).cpu().numpy())  # [B, D]
         stats = collapse_stats(np.concatenate(features))
         return {"step": self.step, "val_loss": float(np.mean(losses)), **{f"feat_{k}": v for k, v in stats.items()}}
 
