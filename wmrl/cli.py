@@ -6,6 +6,7 @@ User mistakes (`wmrl.errors.UserError`) end in one line on stderr and exit code 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,8 +72,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(f"nothing to resume: {args.out} has no checkpoint.pt")
     if not args.resume and (args.out / "checkpoint.pt").is_file():
         raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda, but this torch build sees no CUDA device")
+        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     data = ReplayDataset(args.data)
-    trainer = Stage1Trainer(stage, data, args.out, val_fraction=cfg.data.val_fraction, progress=not args.no_progress)
+    trainer = Stage1Trainer(stage, data, args.out, val_fraction=cfg.data.val_fraction, device=args.device,
+                            progress=not args.no_progress)
     if trainer.rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
@@ -151,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--steps", type=int, help="override the config's optim.steps")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 

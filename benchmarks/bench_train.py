@@ -1,0 +1,434 @@
+"""Benchmark of stage-1 (V-JEPA) training speed: steps/s, frames/s and MFU against a same-run matmul peak.
+
+For each training config it builds a ``Stage1Trainer`` on a Breakout replay dataset (random
+policy; collected into a temp dir unless ``--data`` is given) and measures:
+
+1. FLOPs of one ``train_step()`` (forward + backward, counted by
+   ``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions and attention; the CPU
+   flash-attention kernels, which torch's table lacks, are added with its own SDPA formulas), and
+   of the forward alone (one ``loss`` call: target encoder + context encoder + predictor).
+   Elementwise work (layer norms, GELU, softmax, AdamW, the EMA update) is not counted, as is
+   usual for MFU. FLOPs vary by a few % from step to step with the random mask sizes.
+2. Speed: after a warm-up, ``train_step()`` in a loop for ``--seconds`` (at least 3 steps):
+   steps/s, frame stacks/s (batch_size per step), frames/s (stacks x K frames per stack).
+3. Achieved GFLOP/s = FLOPs per step x steps/s, and MFU = achieved / the fp32 ``torch.mm`` peak
+   of this machine measured in the same run with the same thread count (square matrices of
+   ``--peak-size``, best of ``--peak-repeats``; GFLOP/s = 2n^3/t). The peak is measured right
+   before and right after each config, and MFU uses the mean of those two, so that it compares
+   numbers taken seconds apart; "MFU vs run best" divides by the best peak of the whole run.
+4. Memory: peak RSS (``ru_maxrss``; the process-wide peak, which never goes down, so each config
+   also reports how much it raised it; configs run smallest first) and, on CUDA,
+   ``torch.cuda.max_memory_allocated``. Parameters: trained (context encoder + predictor) and all
+   (plus the EMA target encoder).
+5. CPU cores used: process CPU time / wall time, during the timed loop and during the peak. Below
+   the thread count means the machine was shared (other processes took the cores).
+
+Configs: the ``stage1`` section of ``--config`` (default ``breakout``) as is, then variants of it:
+``--variant width=384,depth=6,heads=6,batch=64`` (repeatable; keys: width, depth, heads, batch,
+pred_width, pred_depth, pred_heads, threads, compile) or one variant from ``--width/--depth/
+--heads/--batch``. Without any, the default variants are a larger batch and a wider, deeper
+encoder, to show where the CPU time goes (elementwise / per-op overhead vs matmul efficiency).
+
+Why same-run ratios: the machine is shared and noisy; absolute rates drift by tens of % from
+minute to minute, and a 2-thread OpenMP process loses far more than half its speed when another
+process also wants both cores. The peak is therefore re-measured next to every config.
+
+Never use ``--precision bf16`` on an AVX2 CPU: bf16/fp16 matmuls there are ~100x slower.
+
+    .venv/bin/python benchmarks/bench_train.py                      # default config + default variants
+    .venv/bin/python benchmarks/bench_train.py --variant batch=128 --variant compile=1
+    .venv/bin/python benchmarks/bench_train.py --device cuda --precision bf16
+    .venv/bin/python benchmarks/bench_train.py --quick                # smoke test, well under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from wmrl.config import load_experiment
+from wmrl.data.collect import collect, open_writer
+from wmrl.data.replay import ReplayDataset
+from wmrl.envs.card import load_card
+from wmrl.envs.make import make_vector_env
+from wmrl.policies import RandomPolicy
+from wmrl.train.config import Stage1Config
+from wmrl.train.stage1 import Stage1Trainer
+
+COLLECT_STEPS, QUICK_COLLECT_STEPS, SEED = 3000, 600, 0
+DEFAULT_VARIANTS = ["batch=128", "width=384,depth=6,heads=6,batch=64"]
+QUICK_VARIANTS = ["batch=64"]
+TARGETS = {"mfu": 0.40}  # for the default config on CPU
+VARIANT_KEYS = {"width", "depth", "heads", "batch", "pred_width", "pred_depth", "pred_heads", "threads", "compile"}
+
+aten = torch.ops.aten
+
+
+# ------------------------------------------------------------------------------------- FLOPs
+def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode knows the CUDA attention kernels only; on CPU, SDPA runs these two.
+CPU_ATTENTION_FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+                       aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop}
+
+
+def flop_counter() -> FlopCounterMode:
+    return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+
+
+def count_step_flops(trainer: Stage1Trainer) -> dict:
+    """FLOPs of one train_step (it is a real step: the trainer advances) and of the forward alone.
+    Counted on the eager model even when the trainer compiles it: same arithmetic, and the
+    dispatcher-level counter does not see inside compiled kernels."""
+    # The trainer's forward callable: `train_module` (the model, maybe compiled) or, in older
+    # versions of stage1.py, `loss_fn` (model.loss, maybe compiled).
+    attr = "train_module" if hasattr(trainer, "train_module") else "loss_fn"
+    compiled = getattr(trainer, attr)
+    eager = trainer.model if attr == "train_module" else trainer.model.loss
+    setattr(trainer, attr, eager)
+    try:
+        with flop_counter() as fc:
+            trainer.train_step()
+        step = fc.get_total_flops()
+        by_op = {str(k): int(v) for k, v in fc.get_flop_counts().get("Global", {}).items()}
+        obs, masks = trainer.val_set[0]  # a batch of batch_size, as in training
+        with flop_counter() as fc, trainer.autocast():
+            eager(torch.from_numpy(obs).to(trainer.device), masks)
+        forward = fc.get_total_flops()
+    finally:
+        setattr(trainer, attr, compiled)
+    return {"flops_per_step": int(step), "forward_flops_per_step": int(forward), "flops_by_op": by_op}
+
+
+# ------------------------------------------------------------------------------------- peak
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def matmul_peak(device: str, sizes: list[int], repeats: int, dtype: torch.dtype = torch.float32) -> dict:
+    """Best-of-`repeats` GFLOP/s of torch.mm(n x n, n x n) for each n; `best` is the max over sizes.
+    bf16 is timed under autocast from fp32 inputs, as the trainer runs it."""
+    rates, cores = {}, []
+    for n in sizes:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        ctx = torch.autocast(device_type=torch.device(device).type, dtype=dtype) if dtype != torch.float32 else None
+        times = []
+        for i in range(repeats + 1):  # the first call warms up (allocation, library dispatch)
+            sync(device)
+            t, c = time.perf_counter(), cpu_seconds()
+            if ctx is None:
+                torch.mm(a, b)
+            else:
+                with ctx:
+                    torch.mm(a, b)
+            sync(device)
+            dt = time.perf_counter() - t
+            if i:
+                times.append(dt)
+                cores.append((cpu_seconds() - c) / dt)
+        rates[n] = 2 * n ** 3 / min(times) / 1e9
+        del a, b
+    return {"gflops": rates, "best": max(rates.values()), "cores_used": statistics.median(cores)}
+
+
+# ------------------------------------------------------------------------------------- configs
+def parse_variant(spec: str) -> dict:
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, _, value = item.partition("=")
+        if key not in VARIANT_KEYS or not value:
+            raise SystemExit(f"bad variant item '{item}' in '{spec}' (keys: {', '.join(sorted(VARIANT_KEYS))})")
+        out[key] = int(value)
+    return out
+
+
+def apply_variant(base: Stage1Config, v: dict) -> Stage1Config:
+    cfg = copy.deepcopy(base)
+    enc, pred = cfg.model.encoder, cfg.model.predictor
+    if "width" in v or "depth" in v or "heads" in v:
+        width, depth, heads = enc.dims()
+        enc.width, enc.depth, enc.heads = v.get("width", width), v.get("depth", depth), v.get("heads", heads)
+    pred.width, pred.depth, pred.heads = v.get("pred_width", pred.width), v.get("pred_depth", pred.depth), v.get("pred_heads", pred.heads)
+    cfg.optim.batch_size = v.get("batch", cfg.optim.batch_size)
+    cfg.compile = bool(v.get("compile", cfg.compile))
+    return cfg
+
+
+def describe(cfg: Stage1Config, threads: int) -> str:
+    w, d, h = cfg.model.encoder.dims()
+    p = cfg.model.predictor
+    return (f"enc {w}x{d} h{h}, pred {p.width}x{p.depth}, batch {cfg.optim.batch_size}, {threads} thr"
+            + (", compiled" if cfg.compile else "") + (f", {cfg.precision}" if cfg.precision != "fp32" else ""))
+
+
+def bench_config(label: str, cfg: Stage1Config, data: ReplayDataset, args, threads: int, peak_before: dict) -> dict:
+    device = args.device
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_train_run_") as run_dir:
+            build = time.perf_counter()
+            trainer = Stage1Trainer(cfg, data, run_dir, val_fraction=0.1, device=device, progress=False)
+            build = time.perf_counter() - build
+            trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in trainer.model.parameters())
+            flops = count_step_flops(trainer)  # also the first warm-up step
+            warm = time.perf_counter()
+            for _ in range(args.warmup + (2 if cfg.compile else 0)):  # compiling: first graphs, then dynamic-shape recompile
+                trainer.train_step()
+            warm = time.perf_counter() - warm
+            times = []
+            sync(device)
+            start, c0 = time.perf_counter(), cpu_seconds()
+            while len(times) < args.min_steps or (sum(times) < args.seconds and len(times) < args.max_steps):
+                t = time.perf_counter()
+                trainer.train_step()  # returns float(loss): synchronises on CUDA
+                times.append(time.perf_counter() - t)
+            sync(device)
+            elapsed = time.perf_counter() - start
+            cores = (cpu_seconds() - c0) / elapsed
+            cuda_peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+            k = trainer.stack_shape[0]
+            del trainer
+            gc.collect()
+    finally:
+        torch.set_num_threads(old_threads)
+    peak_after = matmul_peak(device, args.peak_size, args.peak_repeats, args.peak_dtype)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    steps_per_s = len(times) / elapsed
+    batch = cfg.optim.batch_size
+    achieved = flops["flops_per_step"] * steps_per_s / 1e9
+    peak = (peak_before["best"] + peak_after["best"]) / 2
+    w, d, h = cfg.model.encoder.dims()
+    r = {"label": label, "description": describe(cfg, threads), "width": w, "depth": d, "heads": h,
+         "pred_width": cfg.model.predictor.width, "pred_depth": cfg.model.predictor.depth, "batch_size": batch,
+         "threads": threads, "compile": cfg.compile, "precision": cfg.precision, "frame_stack": k,
+         "params_trained": trained, "params_total": total, "build_s": build, "warmup_s": warm,
+         "steps": len(times), "seconds": elapsed, "step_ms_median": 1e3 * statistics.median(times),
+         "step_ms_min": 1e3 * min(times), "step_ms_max": 1e3 * max(times), "steps_per_s": steps_per_s,
+         "stacks_per_s": steps_per_s * batch, "frames_per_s": steps_per_s * batch * k,
+         **flops, "achieved_gflops": achieved, "peak_before": peak_before, "peak_after": peak_after,
+         "peak_gflops": peak, "mfu": achieved / peak, "cores_used": cores,
+         "best_step_gflops": flops["flops_per_step"] / min(times) / 1e9,
+         "max_rss_before_mb": rss_before / 1024, "max_rss_after_mb": rss_after / 1024,
+         "max_rss_increase_mb": (rss_after - rss_before) / 1024,
+         "cuda_max_memory_allocated_mb": None if cuda_peak is None else cuda_peak / 2 ** 20}
+    print(f"  {label}: {r['description']}: {steps_per_s:.2f} steps/s ({len(times)} steps), {flops['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+          f"{achieved:.1f} GFLOP/s, peak {peak:.0f}, MFU {r['mfu']:.1%}, {cores:.2f} cores", file=sys.stderr)
+    return peak_after, r
+
+
+# ------------------------------------------------------------------------------------- data
+def collect_dataset(root: Path, steps: int) -> None:
+    card = load_card("breakout")
+    venv = make_vector_env(card, 1, asynchronous=False)
+    try:
+        writer = open_writer(root, card, venv, append=False)
+        collect(venv, RandomPolicy(venv.action_space, SEED), writer, steps, seed=SEED, progress=False, policy_name="random")
+    finally:
+        venv.close()
+
+
+# ------------------------------------------------------------------------------------- report
+def machine(device: str) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    versions = {"python": platform.python_version()}
+    for pkg in ("numpy", "torch"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f" {f}" in flags]
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "torch_threads": torch.get_num_threads(), "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                              "KMP_BLOCKTIME", "LD_PRELOAD") if k in os.environ},
+            "load_avg": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform(), "versions": versions,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable, *sys.argv])}
+
+
+def mark(ok: bool | None) -> str:
+    return "" if ok is None else (" ✓" if ok else " ✗")
+
+
+def table(results: list[dict], run_best: float) -> str:
+    rows = ["| config | params (trained / all) | GFLOP/step (fwd) | step ms (median) | steps/s | stacks/s | frames/s "
+            "| GFLOP/s | peak GFLOP/s | MFU | MFU, best step vs run best | cores used | max RSS MB (+) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ok = r["mfu"] >= TARGETS["mfu"] if r["label"] == "default" and r.get("device", "cpu") == "cpu" else None
+        mem = f"{r['max_rss_after_mb']:,.0f} (+{r['max_rss_increase_mb']:,.0f})"
+        if r["cuda_max_memory_allocated_mb"] is not None:
+            mem += f", CUDA {r['cuda_max_memory_allocated_mb']:,.0f}"
+        rows.append(f"| {r['label']}: {r['description']} | {r['params_trained'] / 1e6:.2f}M / {r['params_total'] / 1e6:.2f}M "
+                    f"| {r['flops_per_step'] / 1e9:.1f} ({r['forward_flops_per_step'] / 1e9:.1f}) | {r['step_ms_median']:,.0f} "
+                    f"| {r['steps_per_s']:.2f} | {r['stacks_per_s']:,.0f} | {r['frames_per_s']:,.0f} | {r['achieved_gflops']:.1f} "
+                    f"| {r['peak_gflops']:.0f} | {r['mfu']:.1%}{mark(ok)} | {r['best_step_gflops'] / run_best:.1%} "
+                    f"| {r['cores_used']:.2f} | {mem} |")
+    return "\n".join(rows)
+
+
+def report(results: list[dict], peaks: list[dict], m: dict, args, dataset: str) -> str:
+    v = m["versions"]
+    run_best = max(p["best"] for p in peaks)
+    peak_lines = "; ".join(", ".join(f"{n}: {g:.0f}" for n, g in p["gflops"].items()) + f" ({p['cores_used']:.2f} cores)" for p in peaks)
+    dtype = str(args.peak_dtype).replace("torch.", "")
+    details = "\n".join(f"- {r['label']}: {r['steps']} timed steps in {r['seconds']:.1f} s (step ms min/median/max "
+                        f"{r['step_ms_min']:,.0f} / {r['step_ms_median']:,.0f} / {r['step_ms_max']:,.0f}); warm-up {r['warmup_s']:.1f} s; "
+                        "FLOPs by op (GFLOP): " + ", ".join(f"{k.removeprefix('aten.')} {f / 1e9:.2f}" for k, f in r["flops_by_op"].items())
+                        for r in results)
+    return f"""# wmrl stage-1 training benchmark ({args.device}{', quick' if args.quick else ''})
+
+{table(results, run_best)}
+
+Target: MFU ≥ {TARGETS['mfu']:.0%} for the default config on CPU (✓ met, ✗ missed).
+
+- GFLOP/step: one `train_step()` (forward + backward of the JEPA loss over both multiblock masks, the target
+  encoder forward), counted by `FlopCounterMode` (matmul, conv and attention FLOPs; elementwise work, AdamW and
+  the EMA update are not counted); in brackets the forward alone. Mask sizes are random, so it varies by a few %.
+- stacks/s = batch × steps/s; frames/s = stacks/s × K (frames per stack).
+- GFLOP/s = GFLOP/step × steps/s. MFU = that ÷ the {dtype} `torch.mm` peak measured right before and after the
+  config (mean of the two, each the best of {args.peak_repeats} at n = {', '.join(map(str, args.peak_size))});
+  "MFU, best step vs run best": the fastest timed step against the best peak of the run ({run_best:.0f} GFLOP/s),
+  both best-of figures, so both taken in the quietest moments of a shared machine.
+- cores used: process CPU time ÷ wall time in the timed loop; below the thread count, other processes shared the cores.
+- max RSS: `ru_maxrss` after the config, and how much the config raised the process-wide peak.
+
+Matmul peaks in GFLOP/s, in run order (n: GFLOP/s): {peak_lines}
+
+{details}
+
+Dataset: {dataset}
+
+## Machine
+
+- CPU: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores ({m['usable_cores']} usable), torch threads {m['torch_threads']}, {m['blas']}
+  {'' if m['gpu'] is None else '- GPU: ' + m['gpu']}
+- load average at start {m['load_avg']}{'; env ' + str(m['env']) if m['env'] else ''}
+- {m['platform']}
+- python {v['python']}, numpy {v['numpy']}, torch {v['torch']}
+- date: {m['date']}
+
+Reproduce (from the repository root):
+
+    {m['command']}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="breakout", help="experiment config whose stage1 section is the default (default breakout)")
+    p.add_argument("--data", type=Path, help="a Breakout replay dataset (default: collect one into a temp dir)")
+    p.add_argument("--collect-steps", type=int, help=f"agent steps to collect without --data (default {COLLECT_STEPS})")
+    p.add_argument("--variant", action="append", default=[], help="comma-separated key=value overrides of the config (repeatable)")
+    p.add_argument("--width", type=int), p.add_argument("--depth", type=int), p.add_argument("--heads", type=int)
+    p.add_argument("--batch", type=int, help="with --width/--depth/--heads: one variant")
+    p.add_argument("--no-default-variants", action="store_true", help=f"bench only the config (and given variants), not {DEFAULT_VARIANTS}")
+    p.add_argument("--threads", type=int, help="torch threads for the peak and every config (default: torch's own)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every config (stage1.compile: true)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="override stage1.precision (bf16 only on GPUs)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time each config for about this long (default 10)")
+    p.add_argument("--min-steps", type=int, default=3), p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counted one (compile adds 2)")
+    p.add_argument("--peak-size", type=int, action="append", help="matmul sizes for the peak (default 1024 2048; CUDA 4096 8192)")
+    p.add_argument("--peak-repeats", type=int, default=5)
+    p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_COLLECT_STEPS} collected steps, 2 timed steps per config, "
+                   f"variants {QUICK_VARIANTS}; writes train_<device>_quick.*")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    if args.quick:
+        args.seconds, args.min_steps, args.warmup, args.peak_repeats = 0.0, 2, 1, 3
+    args.peak_size = args.peak_size or ([4096, 8192] if cuda else [1024, 2048])
+    args.peak_dtype = torch.bfloat16 if args.precision == "bf16" and cuda else torch.float32
+    if args.precision == "bf16" and not cuda:
+        print("warning: bf16 on CPU: matmuls are ~100x slower on AVX2; MFU is still against the fp32 peak", file=sys.stderr)
+
+    base = load_experiment(args.config).stage1
+    if args.precision:
+        base.precision = args.precision
+    base.compile = base.compile or args.compile
+    specs = [("default", {})]
+    cli = {k: getattr(args, k) for k in ("width", "depth", "heads", "batch") if getattr(args, k) is not None}
+    given = ([cli] if cli else []) + [parse_variant(s) for s in args.variant]
+    if not given and not args.no_default_variants:
+        given = [parse_variant(s) for s in (QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)]
+    specs += [(",".join(f"{k}={v}" for k, v in g.items()), g) for g in given]
+
+    m = machine(args.device)
+    results, peaks = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        if args.data:
+            root, dataset = args.data, str(args.data)
+        else:
+            root, steps = Path(tmp) / "breakout", args.collect_steps or (QUICK_COLLECT_STEPS if args.quick else COLLECT_STEPS)
+            t = time.perf_counter()
+            collect_dataset(root, steps)
+            dataset = f"Breakout, random policy, {steps} agent steps collected into a temp dir in {time.perf_counter() - t:.1f} s"
+        data = ReplayDataset(root)
+        dataset += f" ({data.num_episodes} episodes, {len(data.frames)} frames, stacks of {data.frame_stack} x {data.frame_shape})"
+        print(f"dataset: {dataset}", file=sys.stderr)
+        peak = matmul_peak(args.device, args.peak_size, args.peak_repeats, args.peak_dtype)
+        peaks.append(peak)
+        print(f"matmul peak: {peak['best']:.0f} GFLOP/s ({torch.get_num_threads()} threads)", file=sys.stderr)
+        for label, v in specs:
+            cfg = apply_variant(base, v)
+            peak, r = bench_config(label, cfg, data, args, v.get("threads", torch.get_num_threads()), peak)
+            r["device"] = args.device
+            results.append(r), peaks.append(peak)
+    text = report(results, peaks, m, args, dataset)
+    print(text)
+    stem = f"train_{'cuda' if cuda else 'cpu'}" + ("_quick" if args.quick else "")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{stem}.md").write_text(text)
+    payload = {"machine": m, "targets": TARGETS, "dataset": dataset, "peaks": peaks, "results": results,
+               "args": {k: (str(v) if isinstance(v, (Path, torch.dtype)) else v) for k, v in vars(args).items()}}
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    print(f"wrote {args.out_dir / stem}.md and .json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
