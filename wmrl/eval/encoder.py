@@ -16,6 +16,7 @@ from wmrl.eval.probes import collapse_stats, linear_probe_r2
 from wmrl.models.vit import VisionTransformer
 
 MAX_FIELD_SIZE = 16  # probe named state fields up to this size (not, say, 128 bytes of RAM)
+RIDGES = (1e-2, 1.0, 1e2, 1e4)  # candidate ridge strengths for standardised features
 
 
 @torch.no_grad()
@@ -45,10 +46,15 @@ def probe_fields(data: ReplayDataset, fields: list[str] | None) -> list[tuple[st
 
 def probe_encoders(encoders: dict[str, VisionTransformer], data: ReplayDataset, val_fraction: float = 0.1,
                    fields: list[str] | None = None, max_rows: int = 4000, seed: int = 0) -> dict:
-    """R² per field for each named encoder, plus collapse statistics of its held-out features."""
+    """R² per field on held-out episodes for each named encoder, plus collapse statistics.
+
+    The ridge strength is chosen per field and encoder on a slice of the training episodes
+    (every fifth), so neither encoder is judged with a regulariser that suits only the other.
+    """
     train_ids, val_ids = data.split(val_fraction)
-    if len(val_ids) == 0:
+    if len(val_ids) == 0 or len(train_ids) < 2:
         raise DatasetError(f"{data.root} has too few episodes to hold any out for probing")
+    select_ids = train_ids[4::5] if len(train_ids) >= 5 else train_ids[-1:]
     rng = np.random.default_rng(seed)
 
     def rows_of(ids: np.ndarray, n: int) -> np.ndarray:
@@ -56,15 +62,23 @@ def probe_encoders(encoders: dict[str, VisionTransformer], data: ReplayDataset, 
         return np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
 
     train_rows, val_rows = rows_of(train_ids, max_rows), rows_of(val_ids, max_rows // 2)
+    selecting = np.isin(data.row_episode[train_rows], select_ids)  # [len(train_rows)]
     chosen = probe_fields(data, fields)
     result = {"fields": [n for n, _ in chosen], "train_rows": len(train_rows), "val_rows": len(val_rows)}
     for name, encoder in encoders.items():
         x_train, x_val = encode_rows(encoder, data, train_rows), encode_rows(encoder, data, val_rows)
-        r2 = {}
+        r2, ridges = {}, {}
         for field, cols in chosen:
-            scores = linear_probe_r2(x_train, data.states[train_rows, cols], x_val, data.states[val_rows, cols])
-            r2[field] = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
-        result[name] = {"r2": r2, "collapse": collapse_stats(x_val)}
+            y_train, y_val = data.states[train_rows, cols], data.states[val_rows, cols]
+
+            def score(ridge: float, fit: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+                scores = linear_probe_r2(x_train[fit], y_train[fit], test_x, test_y, ridge=ridge)
+                return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+
+            trials = {ridge: score(ridge, ~selecting, x_train[selecting], y_train[selecting]) for ridge in RIDGES}
+            ridges[field] = max(RIDGES, key=lambda r: -np.inf if np.isnan(trials[r]) else trials[r])
+            r2[field] = score(ridges[field], np.ones(len(train_rows), bool), x_val, y_val)
+        result[name] = {"r2": r2, "ridge": ridges, "collapse": collapse_stats(x_val)}
     return result
 
 
