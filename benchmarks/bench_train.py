@@ -27,14 +27,17 @@ policy; collected into a temp dir unless ``--data`` is given) and measures:
 Configs: the ``stage1`` section of ``--config`` (default ``breakout``) as is, then variants of it:
 ``--variant width=384,depth=6,heads=6,batch=64`` (repeatable; keys: width, depth, heads, batch,
 pred_width, pred_depth, pred_heads, threads, compile) or one variant from ``--width/--depth/
---heads/--batch``. Without any, the default variants are a larger batch and a wider, deeper
-encoder, to show where the CPU time goes (elementwise / per-op overhead vs matmul efficiency).
+--heads/--batch``. A ``threads=N`` variant is still compared with the peak at the process's thread
+count (``--threads``, default torch's), i.e. with what the whole machine can do. Without any
+variant, the defaults are a larger batch, a wider encoder, and a wider and deeper one with a larger
+batch, to show where the CPU time goes (per-op and elementwise overhead vs matmul efficiency).
 
 Why same-run ratios: the machine is shared and noisy; absolute rates drift by tens of % from
 minute to minute, and a 2-thread OpenMP process loses far more than half its speed when another
 process also wants both cores. The peak is therefore re-measured next to every config.
 
-Never use ``--precision bf16`` on an AVX2 CPU: bf16/fp16 matmuls there are ~100x slower.
+``--precision bf16`` times the peak in bf16 too (autocast). Never use it on an AVX2-only CPU: bf16 matmuls
+there are ~100x slower (CPUs with AVX512-BF16 or AMX run them faster than fp32, see ``isa`` in the report).
 
     .venv/bin/python benchmarks/bench_train.py                      # default config + default variants
     .venv/bin/python benchmarks/bench_train.py --variant batch=128 --variant compile=1
@@ -73,7 +76,7 @@ from wmrl.train.config import Stage1Config
 from wmrl.train.stage1 import Stage1Trainer
 
 COLLECT_STEPS, QUICK_COLLECT_STEPS, SEED = 3000, 600, 0
-DEFAULT_VARIANTS = ["batch=128", "width=384,depth=6,heads=6,batch=64"]
+DEFAULT_VARIANTS = ["batch=128", "width=256,heads=4", "width=384,depth=6,heads=6,batch=64"]
 QUICK_VARIANTS = ["batch=64"]
 TARGETS = {"mfu": 0.40}  # for the default config on CPU
 VARIANT_KEYS = {"width", "depth", "heads", "batch", "pred_width", "pred_depth", "pred_heads", "threads", "compile"}
@@ -318,10 +321,10 @@ def contention(results: list[dict], peaks: list[dict], m: dict, device: str) -> 
     threads = m["torch_threads"]
     low = [f"peak {i}: {p['cores_used']:.2f}" for i, p in enumerate(peaks) if p["cores_used"] < 0.85 * threads]
     low += [f"{r['label']}: {r['cores_used']:.2f}" for r in results if r["cores_used"] < 0.6 * r["threads"]]
-    if not low and m["load_avg"][0] < 1.0:
+    if not low:  # (the load average lags by a minute: it is no test)
         return ""
     return (f"**Shared machine:** load average {m['load_avg'][0]} at start; cores used below the thread count: "
-            f"{'; '.join(low) or 'none'}. Other processes competed for the cores: with the default active OpenMP "
+            f"{'; '.join(low)}. Other processes competed for the cores: with the default active OpenMP "
             "wait, a 2-thread step on a busy 2-core machine runs many times slower (each small op waits for a "
             "descheduled thread); compare rows within the run, or rerun on a quiet machine (or OMP_WAIT_POLICY=PASSIVE).\n")
 
@@ -361,8 +364,7 @@ Dataset: {dataset}
 ## Machine
 
 - CPU: {m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores ({m['usable_cores']} usable), torch threads {m['torch_threads']}, {m['blas']}
-  {'' if m['gpu'] is None else '- GPU: ' + m['gpu']}
-- load average at start {m['load_avg']}{'; env ' + str(m['env']) if m['env'] else ''}
+{'' if m['gpu'] is None else '- GPU: ' + m['gpu'] + chr(10)}- load average at start {m['load_avg']}{'; env ' + str(m['env']) if m['env'] else ''}
 - {m['platform']}
 - python {v['python']}, numpy {v['numpy']}, torch {v['torch']}
 - date: {m['date']}
@@ -403,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.min_steps, args.warmup, args.peak_repeats = 0.0, 2, 1, 3
     args.peak_size = args.peak_size or ([4096, 8192] if cuda else [1024, 2048])
-    args.peak_dtype = torch.bfloat16 if args.precision == "bf16" and cuda else torch.float32
+    args.peak_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32  # MFU against the peak of the precision used
     if args.precision == "bf16" and not cuda:
-        print("warning: bf16 on CPU: matmuls are ~100x slower on AVX2; MFU is still against the fp32 peak", file=sys.stderr)
+        print("warning: bf16 on CPU: without AVX512-BF16/AMX (e.g. AVX2 only) bf16 matmuls are ~100x slower than fp32",
+              file=sys.stderr)
 
     base = load_experiment(args.config).stage1
     if args.precision:

@@ -16,3 +16,12 @@ def test_bench_data_quick(tmp_path):
     assert "| breakout |" in next(tmp_path.glob("*.md")).read_text()
     text = json.dumps(result)
     assert "ratio" in text and "bytes_per_frame" in text
+
+
+def test_bench_train_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--quick", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    table = next(tmp_path.glob("*.md")).read_text()
+    assert "| default:" in table and "MFU" in table
+    assert next(tmp_path.glob("*.json")).read_text()
