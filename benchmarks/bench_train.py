@@ -6,12 +6,12 @@ policy; collected into a temp dir unless ``--data`` is given) and measures:
 1. FLOPs of one ``train_step()`` (forward + backward, counted by
    ``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions and attention; the CPU
    flash-attention kernels, which torch's table lacks, are added with its own SDPA formulas), and
-   of the forward alone (one ``loss`` call: target encoder + context encoder + predictor).
+   of the forward alone (one forward of the model: target encoder + context encoder + predictor).
    Elementwise work (layer norms, GELU, softmax, AdamW, the EMA update) is not counted, as is
    usual for MFU. FLOPs vary by a few % from step to step with the random mask sizes.
 2. Speed: after a warm-up, ``train_step()`` in a loop for ``--seconds`` (at least 3 steps):
    steps/s, frame stacks/s (batch_size per step), frames/s (stacks x K frames per stack).
-3. Achieved GFLOP/s = FLOPs per step x steps/s, and MFU = achieved / the fp32 ``torch.mm`` peak
+3. Achieved GFLOP/s = FLOPs per step x steps/s, and MFU = achieved / the fp32 (``--precision bf16``: bf16) ``torch.mm`` peak
    of this machine measured in the same run with the same thread count (square matrices of
    ``--peak-size``, best of ``--peak-repeats``; GFLOP/s = 2n^3/t). The peak is measured right
    before and right after each config, and MFU uses the mean of those two, so that it compares
@@ -34,7 +34,10 @@ batch, to show where the CPU time goes (per-op and elementwise overhead vs matmu
 
 Why same-run ratios: the machine is shared and noisy; absolute rates drift by tens of % from
 minute to minute, and a 2-thread OpenMP process loses far more than half its speed when another
-process also wants both cores. The peak is therefore re-measured next to every config.
+process also wants both cores (libgomp's threads spin at every barrier; a step of the default
+config went from ~0.27 s to ~8 s next to one other 2-thread torch process, while with
+``OMP_WAIT_POLICY=PASSIVE`` or 1 thread it took ~0.6 s). The peak is therefore re-measured next to
+every config, and "cores used" shows whether the run had the machine to itself.
 
 ``--precision bf16`` times the peak in bf16 too (autocast). Never use it on an AVX2-only CPU: bf16 matmuls
 there are ~100x slower (CPUs with AVX512-BF16 or AMX run them faster than fp32, see ``isa`` in the report).
