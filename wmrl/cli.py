@@ -101,27 +101,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    import torch
+    from wmrl.eval.encoder import evaluate_stage1, format_probe_table
 
-    from wmrl.config import from_dict
-    from wmrl.data.replay import ReplayDataset
-    from wmrl.eval.encoder import format_probe_table, probe_encoders
-    from wmrl.models.jepa import JEPA
-    from wmrl.train.checkpoint import load_checkpoint
-    from wmrl.train.config import Stage1Config
-    from wmrl.train.stage1 import build_model
-
-    payload = load_checkpoint(args.checkpoint)
-    if payload.get("stage") != 1:
-        raise UserError(f"{args.checkpoint} is not a stage-1 checkpoint")
-    trained = build_model(payload)
-    torch.manual_seed(args.seed + 1000)
-    random_init = JEPA(from_dict(Stage1Config, payload["config"]).model, tuple(payload["stack_shape"]))
-    data = ReplayDataset(args.data)
-    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
-        raise UserError(f"{args.data} holds stacks {(data.frame_stack, *data.frame_shape)}, the encoder wants {tuple(payload['stack_shape'])}")
-    result = probe_encoders({"trained": trained.target_encoder, "random init": random_init.target_encoder}, data,
-                            val_fraction=payload["val_fraction"], fields=args.fields, max_rows=args.max_rows, seed=args.seed)
+    result = evaluate_stage1(args.checkpoint, args.data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
     print(format_probe_table(result, ["trained", "random init"]))
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     (run_dir / "eval_stage1.json").write_text(json.dumps(result, indent=1))
@@ -195,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wmrl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

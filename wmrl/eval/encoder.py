@@ -7,11 +7,13 @@ randomly initialised encoder of the same shape, so a number means something.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from wmrl.data.replay import ReplayDataset
-from wmrl.errors import DatasetError
+from wmrl.errors import DatasetError, UserError
 from wmrl.eval.probes import collapse_stats, linear_probe_r2
 from wmrl.models.vit import VisionTransformer
 
@@ -80,6 +82,29 @@ def probe_encoders(encoders: dict[str, VisionTransformer], data: ReplayDataset, 
             r2[field] = score(ridges[field], np.ones(len(train_rows), bool), x_val, y_val)
         result[name] = {"r2": r2, "ridge": ridges, "collapse": collapse_stats(x_val)}
     return result
+
+
+def evaluate_stage1(checkpoint: str | Path, data_root: str | Path, fields: list[str] | None = None,
+                    max_rows: int = 4000, seed: int = 0) -> dict:
+    """Probe a stage-1 checkpoint's target encoder beside a random-init encoder of the same shape."""
+    from wmrl.config import from_dict
+    from wmrl.models.jepa import JEPA
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.config import Stage1Config
+    from wmrl.train.stage1 import build_model
+
+    payload = load_checkpoint(checkpoint)
+    if payload.get("stage") != 1:
+        raise UserError(f"{checkpoint} is not a stage-1 checkpoint")
+    stack_shape = tuple(payload["stack_shape"])
+    data = ReplayDataset(data_root)
+    if (data.frame_stack, *data.frame_shape) != stack_shape:
+        raise UserError(f"{data_root} holds stacks {(data.frame_stack, *data.frame_shape)}, the encoder wants {stack_shape}")
+    trained = build_model(payload)
+    torch.manual_seed(seed + 1000)
+    random_init = JEPA(from_dict(Stage1Config, payload["config"]).model, stack_shape).eval()
+    return probe_encoders({"trained": trained.target_encoder, "random init": random_init.target_encoder}, data,
+                          val_fraction=payload["val_fraction"], fields=fields, max_rows=max_rows, seed=seed)
 
 
 def format_probe_table(result: dict, names: list[str]) -> str:
