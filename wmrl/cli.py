@@ -45,8 +45,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
         stats = collect(venv, policy, writer, steps, seed=seed, progress=not args.no_progress, policy_name=policy_spec)
     finally:
         venv.close()
-    ret = stats.returns
-    ret_text = f"return {_mean(ret):.2f} ± {_std(ret):.2f} over {len(ret)} finished" if ret else "no episode finished"
+    import numpy as np
+
+    ret = np.array(stats.returns)
+    ret_text = f"return {ret.mean():.2f} ± {ret.std():.2f} over {len(ret)} finished" if len(ret) else "no episode finished"
     print(f"collected {stats.steps} steps, {stats.episodes} episodes ({ret_text}) in {stats.seconds:.1f} s "
           f"({stats.steps_per_second:.0f} steps/s) -> {args.out}")
 
@@ -107,15 +109,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(format_probe_table(result, ["trained", "random init"]))
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     (run_dir / "eval_stage1.json").write_text(json.dumps(result, indent=1))
-
-
-def _mean(x):
-    return sum(x) / len(x)
-
-
-def _std(x):
-    m = _mean(x)
-    return (sum((v - m) ** 2 for v in x) / len(x)) ** 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
