@@ -24,11 +24,10 @@ class OptimConfig:
 
 
 @dataclass
-class Stage1Config:
-    model: JEPAConfig = field(default_factory=JEPAConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
+class LoopConfig:
+    """What every stage's training loop needs (wmrl.train.trainer.Trainer)."""
+
     optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, linear from first to second
     eval_every: int = 200  # steps between validation loss / collapse checks
     checkpoint_every: int = 200
     val_batches: int = 4  # fixed held-out batches for the validation loss
@@ -42,3 +41,10 @@ class Stage1Config:
     def __post_init__(self):
         if self.eval_every < 1 or self.checkpoint_every < 1 or self.log_every < 1 or self.val_batches < 1:
             raise ValueError("eval_every, checkpoint_every, log_every and val_batches must be >= 1")
+
+
+@dataclass
+class Stage1Config(LoopConfig):
+    model: JEPAConfig = field(default_factory=JEPAConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    ema: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, linear from first to second
