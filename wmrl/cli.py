@@ -64,12 +64,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from wmrl.config import load_experiment, to_dict
     from wmrl.data.replay import ReplayDataset
-    from wmrl.train.stage1 import Stage1Trainer
 
     cfg = load_experiment(args.config)
-    stage = cfg.stage1
+    stage = cfg.stage1 if args.stage == 1 else cfg.stage2
     if args.steps is not None:
         stage.optim.steps = args.steps
+    if args.stage == 2 and args.encoder is None:
+        raise UserError("train --stage 2 needs --encoder (a stage-1 run folder or checkpoint)")
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         raise UserError(f"nothing to resume: {args.out} has no checkpoint.pt")
     if not args.resume and (args.out / "checkpoint.pt").is_file():
@@ -82,8 +83,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
             args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     data = ReplayDataset(args.data)
-    trainer = Stage1Trainer(stage, data, args.out, val_fraction=cfg.data.val_fraction, device=args.device,
-                            progress=not args.no_progress)
+    common = dict(val_fraction=cfg.data.val_fraction, device=args.device, progress=not args.no_progress)
+    if args.stage == 1:
+        from wmrl.train.stage1 import Stage1Trainer
+
+        trainer = Stage1Trainer(stage, data, args.out, **common)
+    else:
+        from wmrl.train.checkpoint import load_checkpoint
+        from wmrl.train.stage2 import Stage2Trainer
+
+        trainer = Stage2Trainer(stage, load_checkpoint(args.encoder), data, args.out, clip_len=cfg.data.clip_len, **common)
     if trainer.rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
@@ -95,9 +104,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         if trainer.rank > 0:
             return
         print(f"{trainer.world} processes, replica parameter spread {final.get('replica_spread', float('nan')):.3g}")
-    print(f"stage 1: step {trainer.step}, val loss {final.get('val_loss', float('nan')):.4f}, "
-          f"feature std {final.get('feat_std_mean', float('nan')):.4f}, effective rank "
-          f"{final.get('feat_effective_rank', float('nan')):.1f} -> {args.out}")
+    nan = float("nan")
+    if args.stage == 1:
+        print(f"stage 1: step {trainer.step}, val loss {final.get('val_loss', nan):.4f}, "
+              f"feature std {final.get('feat_std_mean', nan):.4f}, effective rank "
+              f"{final.get('feat_effective_rank', nan):.1f} -> {args.out}")
+    else:
+        print(f"stage 2: step {trainer.step}, val loss {final.get('val_loss', nan):.4f}, next-latent L1 "
+              f"{final.get('val_latent', nan):.4f} (copy-last {final.get('val_copy_last', nan):.4f}), "
+              f"rollout {final.get('val_rollout', nan):.4f} -> {args.out}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -129,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train", help="train a model stage on a replay dataset")
-    p.add_argument("--stage", type=int, choices=[1], required=True, help="1: V-JEPA encoder")
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True,
+                   help="1: V-JEPA encoder; 2: action-conditioned world model over a frozen stage-1 encoder")
+    p.add_argument("--encoder", type=Path, help="stage 2: the stage-1 run folder or checkpoint to build on")
     p.add_argument("--config", required=True, help="experiment config (name or path)")
     p.add_argument("--data", required=True, type=Path, help="replay dataset folder")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, metrics.jsonl)")

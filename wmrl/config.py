@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from wmrl.errors import ConfigError
-from wmrl.train.config import Stage1Config
+from wmrl.train.config import Stage1Config, Stage2Config
 
 T = TypeVar("T")
 
@@ -184,6 +184,7 @@ class ExperimentConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
 
 
 def find_config(name_or_path: str) -> Path:

@@ -109,9 +109,13 @@ class WindowSampler:
         """Number of distinct clips."""
         return len(self.starts)
 
-    def sample(self) -> Batch:
+    def sample_rows(self) -> np.ndarray:
+        """Row indices [B, T] of a batch of clips (for data kept elsewhere, e.g. cached latents)."""
         start = self.rng.choice(self.starts, self.batch_size)  # [B]
-        rows = start[:, None] + np.arange(self.clip_len)  # [B, T]
+        return start[:, None] + np.arange(self.clip_len)  # [B, T]
+
+    def sample(self) -> Batch:
+        rows = self.sample_rows()
         d = self.data
         return Batch(obs=d.stacks(rows), action=d.actions[rows], reward=d.rewards[rows],
                      terminated=d.terminated[rows], truncated=d.truncated[rows], is_last=d.is_last[rows],

@@ -86,3 +86,26 @@ class JEPAConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     loss: Literal["l1", "l2"] = "l1"
     tri_temporal: TriTemporalConfig = field(default_factory=TriTemporalConfig)
+
+
+@dataclass
+class WorldModelConfig:
+    """Stage 2: the action-conditioned predictor over frozen encoder latents, and its heads."""
+
+    pool: tuple[int, int, int] = (1, 2, 2)  # encoder token grid (t, h, w) is average-pooled to this
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    max_steps: int = 32  # longest history + horizon the temporal embedding covers
+    proprio: list[str] = field(default_factory=list)  # ground-truth state fields fed as a token per step
+    reward_bins: int = 81  # two-hot bins over symlog(reward) in [-bin_range, bin_range]
+    bin_range: float = 10.0
+    value: bool = True  # a value head V(z), trained by TD on dataset transitions
+
+    def __post_init__(self):
+        if len(self.pool) != 3 or min(self.pool) < 1:
+            raise ValueError(f"model.pool must be three positive sizes (t, h, w), got {self.pool}")
+        if self.width % self.heads:
+            raise ValueError(f"model.width {self.width} is not divisible by model.heads {self.heads}")
+        if self.reward_bins < 3 or self.bin_range <= 0:
+            raise ValueError("model.reward_bins must be >= 3 and model.bin_range > 0")

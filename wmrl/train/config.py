@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from wmrl.models.config import JEPAConfig, MaskConfig
+from wmrl.models.config import JEPAConfig, MaskConfig, WorldModelConfig
 
 
 @dataclass
@@ -48,3 +48,27 @@ class Stage1Config(LoopConfig):
     model: JEPAConfig = field(default_factory=JEPAConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     ema: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, linear from first to second
+
+
+@dataclass
+class Stage2Config(LoopConfig):
+    """The world model over a frozen stage-1 encoder; clips are `data.clip_len` observations."""
+
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    loss: Literal["l1", "l2"] = "l1"  # distance between predicted and encoded latents
+    teacher_weight: float = 0.7  # next-latent loss, all steps in one teacher-forced pass
+    rollout_weight: float = 0.3  # the same, feeding predictions back for rollout_steps
+    rollout_steps: int = 4
+    reward_weight: float = 1.0
+    cont_weight: float = 1.0
+    value_weight: float = 0.5
+    discount: float = 0.99
+    value_ema: float = 0.98  # momentum of the value head's TD target copy
+    life_loss: bool = True  # a lost life (state field "lives" falls) ends the continuation, as a terminal
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rollout_steps < 1:
+            raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
+        if not 0.0 < self.discount <= 1.0 or not 0.0 <= self.value_ema < 1.0:
+            raise ValueError("discount must be in (0, 1] and value_ema in [0, 1)")

@@ -1,0 +1,70 @@
+"""The action-conditioned predictor: a frame-causal transformer over latent steps.
+
+Each step t contributes S tokens: one action token (a_t, the action taken at observation t),
+optionally one proprioceptive token, and the M latent tokens of z_t. Attention is block-causal:
+every token of step t sees every token of steps <= t and nothing later, so all T next-latent
+predictions of a clip come out of one parallel pass (teacher forcing) and the prediction at
+step t never depends on inputs after t.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wmrl.models.config import WorldModelConfig
+from wmrl.models.vit import Block
+
+
+def block_causal_mask(steps: int, tokens_per_step: int, device=None) -> torch.Tensor:
+    """Bool [T*S, T*S], True where a query token may attend to a key token (key step <= query step)."""
+    step = torch.arange(steps, device=device).repeat_interleave(tokens_per_step)  # [T*S]
+    return step[:, None] >= step[None, :]
+
+
+class ACPredictor(nn.Module):
+    """(z [B, T, M, D], action [B, T] int64 or [B, T, A], proprio [B, T, P] | None)
+    -> next latents [B, T, M, D], next proprio [B, T, P] | None, step summaries [B, T, W]."""
+
+    def __init__(self, cfg: WorldModelConfig, latent_dim: int, num_latents: int, action_dim: int, discrete: bool,
+                 proprio_dim: int = 0):
+        super().__init__()
+        w = cfg.width
+        self.discrete, self.num_latents, self.proprio_dim = discrete, num_latents, proprio_dim
+        self.action_in = nn.Embedding(action_dim, w) if discrete else nn.Linear(action_dim, w)
+        self.proprio_in = nn.Linear(proprio_dim, w) if proprio_dim else None
+        self.latent_in = nn.Linear(latent_dim, w)
+        self.tokens_per_step = 1 + (1 if proprio_dim else 0) + num_latents
+        self.slot = nn.Parameter(torch.zeros(1, 1, self.tokens_per_step, w))  # which token of a step
+        self.time = nn.Parameter(torch.zeros(1, cfg.max_steps, 1, w))  # which step of the window
+        nn.init.trunc_normal_(self.slot, std=0.02)
+        nn.init.trunc_normal_(self.time, std=0.02)
+        self.max_steps = cfg.max_steps
+        self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(w)
+        self.latent_out = nn.Linear(w, latent_dim)
+        self.proprio_out = nn.Linear(w, proprio_dim) if proprio_dim else None
+        # Start as "the next latent equals this one": the copy-last baseline is the initial model.
+        for layer in (self.latent_out, self.proprio_out):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):
+        b, t, m, _ = z.shape
+        if t > self.max_steps:
+            raise ValueError(f"{t} steps exceed the predictor's max_steps {self.max_steps}")
+        parts = [self.action_in(action if self.discrete else action.float()).unsqueeze(2)]  # [B, T, 1, W]
+        if self.proprio_in is not None:
+            parts.append(self.proprio_in(proprio).unsqueeze(2))
+        parts.append(self.latent_in(z))  # [B, T, M, W]
+        x = torch.cat(parts, 2) + self.slot + self.time[:, :t]  # [B, T, S, W]
+        s = x.shape[2]
+        mask = block_causal_mask(t, s, z.device)
+        x = x.reshape(b, t * s, -1)
+        for block in self.blocks:
+            x = block(x, attn_mask=mask)
+        x = self.norm(x).view(b, t, s, -1)  # [B, T, S, W]
+        z_next = z + self.latent_out(x[:, :, s - m:])  # residual: predict the change
+        p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
+        return z_next, p_next, x.mean(2)  # summary [B, T, W] for the reward / continuation heads
