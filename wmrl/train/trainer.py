@@ -149,6 +149,10 @@ class Trainer(abc.ABC):
         for name, gen in self.generators().items():
             set_generator_state(gen, mine[name])
         self.step, self.best_val, self.bad_evals = payload["step"], payload["best_val"], payload["bad_evals"]
+        # The schedule follows this run's config, so a run resumed with more steps decays towards
+        # the new end (a SIGKILL resume computes the very lr the checkpoint holds).
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * lr_factor(self.step, self.cfg.optim)
 
     def replica_spread(self) -> float:
         """Largest difference of a parameter checksum across processes (0.0: identical replicas)."""

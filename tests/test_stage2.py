@@ -1,0 +1,196 @@
+"""Stage 2: causal mask, rollout shapes, two-hot heads, learning on tiny data, save/load, resume, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from wmrl.config import ExperimentConfig, from_dict
+from wmrl.data.collect import collect, open_writer
+from wmrl.data.replay import ReplayDataset
+from wmrl.envs import load_card, make_vector_env
+from wmrl.errors import ConfigError
+from wmrl.models.ac_predictor import block_causal_mask
+from wmrl.models.config import EncoderConfig, WorldModelConfig
+from wmrl.models.heads import TwoHot
+from wmrl.models.vit import VisionTransformer
+from wmrl.models.world_model import WorldModel
+from wmrl.policies import RandomPolicy
+from wmrl.train.checkpoint import load_checkpoint
+from wmrl.train.config import OptimConfig, Stage2Config
+from wmrl.train.stage1 import Stage1Trainer
+from wmrl.train.stage2 import Stage2Trainer, build_world_model, continuation, state_columns
+from test_stage1 import TINY_YAML, tiny_config
+
+TINY_STAGE2 = """
+stage2:
+  model: {width: 32, depth: 1, heads: 2, max_steps: 8}
+  rollout_steps: 2
+  optim: {steps: STEPS2, batch_size: 8, lr: 0.002, warmup_steps: 2}
+  eval_every: 5
+  checkpoint_every: 3
+  val_batches: 1
+"""
+
+
+def tiny_world_model(discrete=True, proprio=0, value=True) -> WorldModel:
+    torch.manual_seed(0)
+    encoder = VisionTransformer(EncoderConfig(width=16, depth=1, heads=2), 4, 1, (16, 16))
+    return WorldModel(WorldModelConfig(width=32, depth=2, heads=2, max_steps=8, value=value), encoder,
+                      4 if discrete else 2, discrete, proprio)
+
+
+@pytest.fixture(scope="module")
+def encoder_run(tmp_path_factory):
+    """A tiny Breakout dataset (with lives) and a stage-1 encoder trained on it for a few steps."""
+    root = tmp_path_factory.mktemp("s2")
+    card = load_card("breakout")
+    venv = make_vector_env(card, 1, asynchronous=False)
+    try:
+        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(root / "bo", card, venv, False), 600, seed=0,
+                progress=False)
+    finally:
+        venv.close()
+    Stage1Trainer(tiny_config(steps=4), ReplayDataset(root / "bo"), root / "enc", progress=False).train()
+    return root / "bo", root / "enc"
+
+
+def test_block_causal_mask():
+    mask = block_causal_mask(3, 2)
+    assert mask.shape == (6, 6)
+    assert mask[0, 1] and mask[1, 0] and not mask[1, 2] and mask[5, 0] and not mask[2, 4]
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_future_inputs_never_change_past_outputs(discrete):
+    wm = tiny_world_model(discrete, proprio=3).eval()
+    with torch.no_grad():  # output layers start at zero; make every output depend on its inputs
+        for p in wm.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_()
+    z = torch.randn(2, 6, wm.num_latents, wm.latent_dim)
+    action = torch.randint(0, 4, (2, 6)) if discrete else torch.randn(2, 6, 2)
+    proprio = torch.randn(2, 6, 3)
+    before = wm.predict(z, action, proprio)
+    z2, a2, p2 = z.clone(), action.clone(), proprio.clone()
+    z2[:, 4:] += 5.0
+    p2[:, 4:] -= 3.0
+    a2[:, 4:] = (a2[:, 4:] + 1) % 4 if discrete else a2[:, 4:] + 1
+    after = wm.predict(z2, a2, p2)
+    for b, a in zip(before, after):
+        torch.testing.assert_close(b[:, :4], a[:, :4])
+        assert not torch.allclose(b[:, 4:], a[:, 4:])
+
+
+def test_rollout_shapes_and_consistency_with_teacher_forcing():
+    wm = tiny_world_model().eval()
+    obs = torch.randint(0, 255, (3, 4, 1, 16, 16), dtype=torch.uint8)
+    z0 = wm.encode(obs)
+    assert z0.shape == (3, wm.num_latents, wm.latent_dim)
+    actions = torch.randint(0, 4, (3, 5))
+    with torch.no_grad():
+        wm.predictor.latent_out.weight.normal_(std=0.1)
+        z, reward, cont = wm.rollout(z0, actions)
+        assert z.shape == (3, 5, wm.num_latents, wm.latent_dim) and reward.shape == cont.shape == (3, 5)
+        assert ((cont > 0) & (cont < 1)).all()
+        # Feeding the imagined latents back in teacher-forced mode reproduces them.
+        history = torch.cat([z0[:, None], z[:, :-1]], 1)
+        torch.testing.assert_close(wm.predict(history, actions)[0], z, atol=1e-5, rtol=1e-5)
+        # A longer rollout than max_steps slides its window.
+        assert wm.rollout(z0, torch.randint(0, 4, (3, 12)))[0].shape[1] == 12
+    with pytest.raises(ValueError, match="needs more than"):
+        wm.rollout(torch.stack([z0, z0], 1), actions[:, :1])
+
+
+def test_two_hot_round_trip():
+    th = TwoHot(81, 10.0)
+    y = torch.tensor([0.0, 1.0, 4.0, 7.0, -3.5, 250.0])
+    target = th.encode(y)
+    torch.testing.assert_close(target.sum(-1), torch.ones(6))
+    assert ((target > 0).sum(-1) <= 2).all()
+    torch.testing.assert_close(th.decode(torch.log(target + 1e-12)), y, rtol=1e-3, atol=1e-3)
+
+
+def test_life_loss_ends_continuation(encoder_run):
+    data = ReplayDataset(encoder_run[0])
+    lives = data.states[:, state_columns(data, ["lives"])[0]]
+    lost = np.flatnonzero((lives[1:] < lives[:-1]) & ~data.is_last[:-1])
+    assert len(lost) > 0, "a 600-step random Breakout run loses lives"
+    cont = continuation(data, life_loss=True)
+    assert (cont[lost] == 0).all() and (cont[data.terminated] == 0).all()
+    mid_game = lost[~data.terminated[lost]]  # the last life lost is also the game-over terminal
+    assert len(mid_game) > 0 and continuation(data, life_loss=False)[mid_game].min() == 1.0
+
+
+def tiny_stage2(steps: int) -> Stage2Config:
+    return Stage2Config(model=WorldModelConfig(width=32, depth=1, heads=2, max_steps=8), rollout_steps=2,
+                        optim=OptimConfig(steps=steps, batch_size=8, lr=0.003, warmup_steps=2), eval_every=10,
+                        checkpoint_every=10, val_batches=1)
+
+
+def test_stage2_learns_and_checkpoint_rebuilds_the_model(encoder_run, tmp_path):
+    data_root, enc = encoder_run
+    trainer = Stage2Trainer(tiny_stage2(60), load_checkpoint(enc), ReplayDataset(data_root), tmp_path / "wm",
+                            clip_len=6, val_fraction=0.5, progress=False)
+    assert not any(p.requires_grad for p in trainer.model.encoder.parameters())
+    encoder_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+    for k, v in trainer.model.encoder.state_dict().items():  # frozen means frozen
+        torch.testing.assert_close(v, encoder_before[k])
+
+    rebuilt = build_world_model(load_checkpoint(tmp_path / "wm"))
+    obs = torch.from_numpy(ReplayDataset(data_root).stacks(np.arange(5)))
+    actions = torch.randint(0, 4, (5, 4))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.encode(obs), model.encode(obs))
+        for a, b in zip(rebuilt.rollout(rebuilt.encode(obs), actions), model.rollout(model.encode(obs), actions)):
+            torch.testing.assert_close(a, b)
+    # Standardised latents: about zero mean, unit spread over the dataset.
+    assert abs(float(trainer.z.mean())) < 0.1 and 0.5 < float(trainer.z.std()) < 1.5
+
+
+def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
+    data_root, enc = encoder_run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML.replace("STEPS", "4").replace("val_fraction: 0.5", "val_fraction: 0.5, clip_len: 6")
+                      + TINY_STAGE2.replace("STEPS2", "6"))
+    args = ["train", "--stage", 2, "--config", config, "--data", data_root, "--no-progress"]
+    r = run_cli(*args, "--encoder", enc, "--out", tmp_path / "full")
+    assert r.returncode == 0, r.stderr
+    assert "stage 2: step 6" in r.stdout and "copy-last" in r.stdout
+
+    # Stopped after 3 steps (the checkpoint there), resumed: the same losses as the full run.
+    r = run_cli(*args, "--encoder", enc, "--out", tmp_path / "part", "--steps", 3)
+    assert r.returncode == 0, r.stderr
+    part_cfg = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert part_cfg["stage2"]["optim"]["steps"] == 3
+    r = run_cli(*args, "--encoder", enc, "--out", tmp_path / "part", "--resume")
+    assert r.returncode == 0, r.stderr
+
+    def losses(run):  # training rows only: the shorter first leg also validated at its last step
+        return [(row["step"], row["loss"], row["latent"], row["reward"])
+                for row in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+
+    assert len(losses("full")) == 6 and losses("part") == losses("full")
+
+    r = run_cli(*args, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "--encoder" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli(*args, "--encoder", data_root, "--out", tmp_path / "y")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    r = run_cli(*args, "--encoder", tmp_path / "full", "--out", tmp_path / "z")
+    assert r.returncode == 2 and "stage-1" in r.stderr
+
+
+def test_stage2_config_errors():
+    with pytest.raises(ConfigError, match="stage2.model.widht"):
+        from_dict(ExperimentConfig, {"env": "breakout", "stage2": {"model": {"widht": 3}}})
+    with pytest.raises(ConfigError, match="pool"):
+        from_dict(ExperimentConfig, {"env": "breakout", "stage2": {"model": {"pool": [1, 0, 2]}}})
+    with pytest.raises(ConfigError, match="rollout_steps"):
+        from_dict(ExperimentConfig, {"env": "breakout", "stage2": {"rollout_steps": 0}})
