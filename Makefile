@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default
-#                 (collect Breakout -> dataset summary -> stage-1 encoder -> probes)
+#                 (collect Breakout -> dataset summary -> stage-1 encoder -> probes -> stage-2 world model)
 #   make test   - creates .venv, installs wmrl with every env, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf data/demo runs/demo
+	rm -rf data/demo runs/demo runs/demo-wm
 	$(BIN)/wmrl collect --config demo --out data/demo
 	$(BIN)/wmrl data info data/demo
 	$(BIN)/wmrl train --stage 1 --config demo --data data/demo --out runs/demo
 	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo --data data/demo
+	$(BIN)/wmrl train --stage 2 --config demo --encoder runs/demo --data data/demo --out runs/demo-wm
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -33,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --env breakout --env reacher --env crafter
 
 clean:
-	rm -rf $(VENV) data/demo runs/demo
+	rm -rf $(VENV) data/demo runs/demo runs/demo-wm
