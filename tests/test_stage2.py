@@ -164,6 +164,16 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     r = run_cli(*args, "--encoder", enc, "--out", tmp_path / "full")
     assert r.returncode == 0, r.stderr
     assert "stage 2: step 6" in r.stdout and "copy-last" in r.stdout
+    r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 3, "--clips", 16)
+    assert r.returncode == 0, r.stderr
+    assert "teacher-forced" in r.stdout and "termination AUC" in r.stdout
+    result = json.loads((tmp_path / "full" / "eval_stage2.json").read_text())
+    assert len(result["open_loop"]) == len(result["copy_first"]) == 3 and result["clips"] == 16
+    # Step 1 of the open-loop rollout is the teacher-forced step 1; copy-first there is copy-last.
+    assert result["open_loop"][0] == pytest.approx(result["teacher_forced"][0], rel=1e-5)
+    assert result["copy_first"][0] == pytest.approx(result["copy_last"][0])
+    r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 50)
+    assert r.returncode == 2 and "--horizon" in r.stderr
 
     # Stopped after 3 steps (the checkpoint there), resumed: the same losses as the full run.
     r = run_cli(*args, "--encoder", enc, "--out", tmp_path / "part", "--steps", 3)
@@ -185,6 +195,16 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     r = run_cli(*args, "--encoder", tmp_path / "full", "--out", tmp_path / "z")
     assert r.returncode == 2 and "stage-1" in r.stderr
+
+
+def test_auc():
+    from wmrl.eval.world_model import auc
+
+    label = np.array([0, 0, 1, 1, 0, 1], bool)
+    assert auc(np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7]), label) == 1.0
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3]), label) == 0.0
+    assert auc(np.array([0.1, 0.6, 0.5, 0.9, 0.3, 0.2]), label) == pytest.approx(6 / 9)  # pairs won: 0.5 beats 2, 0.9 beats 3, 0.2 beats 1
+    assert np.isnan(auc(np.ones(3), np.zeros(3, bool)))
 
 
 def test_stage2_config_errors():

@@ -118,12 +118,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from wmrl.eval.encoder import evaluate_stage1, format_probe_table
+    if args.stage == 1:
+        from wmrl.eval.encoder import evaluate_stage1, format_probe_table
 
-    result = evaluate_stage1(args.checkpoint, args.data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
-    print(format_probe_table(result, ["trained", "random init"]))
+        result = evaluate_stage1(args.checkpoint, args.data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
+        print(format_probe_table(result, ["trained", "random init"]))
+    else:
+        from wmrl.eval.world_model import evaluate_stage2, format_stage2_table
+
+        result = evaluate_stage2(args.checkpoint, args.data, horizon=args.horizon, clips=args.clips, seed=args.seed)
+        print(format_stage2_table(result))
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
-    (run_dir / "eval_stage1.json").write_text(json.dumps(result, indent=1))
+    (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,11 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained stage")
-    p.add_argument("--stage", type=int, choices=[1], required=True)
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True, help="1: probes; 2: error by horizon")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint file")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--fields", nargs="+", help="state fields to probe (default: every field of size <= 16)")
     p.add_argument("--max-rows", type=int, default=4000, help="training stacks for the probes")
+    p.add_argument("--horizon", type=int, default=8, help="stage 2: imagined steps per clip")
+    p.add_argument("--clips", type=int, default=512, help="stage 2: held-out clips")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
 
