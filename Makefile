@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/wmrl train --stage 1 --config demo --data data/demo --out runs/demo
 	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo --data data/demo
 	$(BIN)/wmrl train --stage 2 --config demo --encoder runs/demo --data data/demo --out runs/demo-wm
-	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo-wm --data data/demo
+	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo-wm --data data/demo --video runs/demo-wm/imagined.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -172,6 +172,15 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     # Step 1 of the open-loop rollout is the teacher-forced step 1; copy-first there is copy-last.
     assert result["open_loop"][0] == pytest.approx(result["teacher_forced"][0], rel=1e-5)
     assert result["copy_first"][0] == pytest.approx(result["copy_last"][0])
+    r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 2,
+                "--clips", 8, "--video", tmp_path / "imagined.mp4")
+    assert r.returncode == 0, r.stderr
+    import cv2
+
+    video, frames = cv2.VideoCapture(str(tmp_path / "imagined.mp4")), []
+    while (frame := video.read()[1]) is not None:
+        frames.append(frame)
+    assert len(frames) == 4 * 3 and frames[0].shape == (64 * 4, 2 * 64 * 4, 3)  # 4 clips of horizon + 1
     r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 50)
     assert r.returncode == 2 and "--horizon" in r.stderr
 

@@ -128,6 +128,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         result = evaluate_stage2(args.checkpoint, args.data, horizon=args.horizon, clips=args.clips, seed=args.seed)
         print(format_stage2_table(result))
+        if args.video:
+            from wmrl.eval.world_model import imagined_video
+
+            frames = imagined_video(args.checkpoint, args.data, args.video, horizon=args.horizon, seed=args.seed)
+            print(f"video: {frames} frames, real (left) vs imagined by nearest-neighbour latents (right) -> {args.video}")
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
 
@@ -170,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=4000, help="training stacks for the probes")
     p.add_argument("--horizon", type=int, default=8, help="stage 2: imagined steps per clip")
     p.add_argument("--clips", type=int, default=512, help="stage 2: held-out clips")
+    p.add_argument("--video", type=Path, help="stage 2: write real vs imagined rollouts to this .mp4")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
 

@@ -101,3 +101,54 @@ def format_stage2_table(r: dict) -> str:
         lines.append("warning: the one-step prediction does not beat copy-last")
     lines.append(f"{r['clips']} held-out clips of {r['horizon'] + 1} observations; latent L1 on standardised latents")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Path, horizon: int = 8, clips: int = 4,
+                   bank_rows: int = 4000, seed: int = 0, scale: int = 4) -> int:
+    """Write an mp4 of held-out clips: real frames (left) beside the open-loop imagination (right).
+
+    There is no pixel decoder, so an imagined latent is shown as the dataset frame whose encoded
+    latent is nearest (L1) to it, from up to `bank_rows` rows of training episodes. Returns the
+    number of video frames written.
+    """
+    import cv2
+
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.stage2 import build_world_model
+
+    payload = load_checkpoint(checkpoint)
+    if payload.get("stage") != 2:
+        raise UserError(f"{checkpoint} is not a stage-2 (world model) checkpoint")
+    if payload["proprio_columns"]:
+        raise UserError("the imagined-rollout video needs a world model without proprioceptive inputs")
+    wm, data = build_world_model(payload), ReplayDataset(data_root)
+    train_ids, val_ids = data.split(payload["val_fraction"])
+    rng = np.random.default_rng(seed)
+    bank = np.flatnonzero(np.isin(data.row_episode, train_ids))
+    bank = np.sort(rng.choice(bank, min(bank_rows, len(bank)), replace=False))
+    bank_z = torch.cat([wm.encode(torch.from_numpy(data.stacks(r))) for r in np.array_split(bank, max(1, len(bank) // 256))])
+    rows = WindowSampler(data, horizon + 1, clips, episodes=val_ids if len(val_ids) else train_ids, seed=seed).sample_rows()
+    z0 = wm.encode(torch.from_numpy(data.stacks(rows[:, 0])))
+    imagined, _, _ = wm.rollout(z0, torch.as_tensor(data.actions[rows[:, :horizon]]))  # [N, H, M, D]
+    nearest = bank[torch.cdist(imagined.flatten(2), bank_z.flatten(1)[None].expand(len(rows), -1, -1), p=1).argmin(-1).numpy()]
+
+    def picture(row: int) -> np.ndarray:  # the newest frame of the row's stack, [H', W', 3] uint8 BGR
+        frame = data.frames[row].transpose(1, 2, 0)
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.shape[2] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+    c, h, w = data.frame_shape
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 4, (2 * w * scale, h * scale))
+    if not writer.isOpened():
+        raise UserError(f"cannot write a video to {out}")
+    written = 0
+    for clip, imagined_rows in zip(rows, nearest):
+        for step in range(horizon + 1):  # step 0: both panels show the real start frame
+            right = clip[0] if step == 0 else imagined_rows[step - 1]
+            writer.write(np.concatenate([picture(clip[step]), picture(right)], 1))
+            written += 1
+    writer.release()
+    return written
