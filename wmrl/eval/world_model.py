@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wmrl.models.world_model import WorldModel
 from wmrl.data.replay import ReplayDataset, WindowSampler
 from wmrl.errors import DatasetError, UserError
 
@@ -29,18 +30,25 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-@torch.no_grad()
-def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int = 8, clips: int = 512,
-                    seed: int = 0) -> dict:
-    from wmrl.config import from_dict
+def load_world_model(checkpoint: str | Path) -> tuple[dict, WorldModel]:
+    """(checkpoint payload, rebuilt world model) of a stage-2 run folder or checkpoint file."""
     from wmrl.train.checkpoint import load_checkpoint
-    from wmrl.train.config import Stage2Config
-    from wmrl.train.stage2 import build_world_model, continuation
+    from wmrl.train.stage2 import build_world_model
 
     payload = load_checkpoint(checkpoint)
     if payload.get("stage") != 2:
         raise UserError(f"{checkpoint} is not a stage-2 (world model) checkpoint")
-    wm = build_world_model(payload)
+    return payload, build_world_model(payload)
+
+
+@torch.no_grad()
+def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int = 8, clips: int = 512,
+                    seed: int = 0) -> dict:
+    from wmrl.config import from_dict
+    from wmrl.train.config import Stage2Config
+    from wmrl.train.stage2 import continuation
+
+    payload, wm = load_world_model(checkpoint)
     cfg = from_dict(Stage2Config, payload["config"], source="checkpoint")
     data = ReplayDataset(data_root)
     if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
@@ -114,15 +122,10 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     """
     import cv2
 
-    from wmrl.train.checkpoint import load_checkpoint
-    from wmrl.train.stage2 import build_world_model
-
-    payload = load_checkpoint(checkpoint)
-    if payload.get("stage") != 2:
-        raise UserError(f"{checkpoint} is not a stage-2 (world model) checkpoint")
+    payload, wm = load_world_model(checkpoint)
     if payload["proprio_columns"]:
         raise UserError("the imagined-rollout video needs a world model without proprioceptive inputs")
-    wm, data = build_world_model(payload), ReplayDataset(data_root)
+    data = ReplayDataset(data_root)
     train_ids, val_ids = data.split(payload["val_fraction"])
     rng = np.random.default_rng(seed)
     bank = np.flatnonzero(np.isin(data.row_episode, train_ids))

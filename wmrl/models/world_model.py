@@ -43,9 +43,8 @@ class WorldModel(nn.Module):
         self.twohot = TwoHot(cfg.reward_bins, cfg.bin_range)
         self.reward_head = nn.Linear(cfg.width, cfg.reward_bins)
         self.cont_head = nn.Linear(cfg.width, 1)
-        for head in (self.reward_head,):  # start by predicting zero reward (DreamerV3's zero init)
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        nn.init.zeros_(self.reward_head.weight)  # start by predicting zero reward (DreamerV3's zero init)
+        nn.init.zeros_(self.reward_head.bias)
         if cfg.value:
             self.value_head = nn.Sequential(nn.Flatten(-2), nn.LayerNorm(self.num_latents * self.latent_dim),
                                             nn.Linear(self.num_latents * self.latent_dim, cfg.width), nn.SiLU(),
