@@ -39,6 +39,10 @@ class ReplayDataset:
         self.frame_shape = tuple(info["frame_shape"])  # (C, H, W)
         self.frame_stack = int(info["frame_stack"])  # K
         self.state_layout = [tuple(x) for x in info.get("state_layout", [])]
+        self.state_spans, start = {}, 0  # field name -> its columns of the state vector
+        for name, size in self.state_layout:
+            self.state_spans[name] = slice(start, start + size)
+            start += size
         n = self.meta["total_episodes"]
         if n == 0:
             raise DatasetError(f"dataset {root} has no episodes")

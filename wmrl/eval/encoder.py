@@ -32,10 +32,7 @@ def encode_rows(encoder: VisionTransformer, data: ReplayDataset, rows: np.ndarra
 
 def probe_fields(data: ReplayDataset, fields: list[str] | None) -> list[tuple[str, slice]]:
     """(name, columns of the state vector) of the fields to probe."""
-    layout, start, spans = data.state_layout, 0, {}
-    for name, size in layout:
-        spans[name] = slice(start, start + size)
-        start += size
+    spans = data.state_spans
     if not spans:
         raise DatasetError(f"{data.root} records no ground-truth state to probe")
     if fields is None:

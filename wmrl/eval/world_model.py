@@ -46,7 +46,7 @@ def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int 
                     seed: int = 0) -> dict:
     from wmrl.config import from_dict
     from wmrl.train.config import Stage2Config
-    from wmrl.train.stage2 import continuation
+    from wmrl.train.stage2 import continuation, encode_dataset
 
     payload, wm = load_world_model(checkpoint)
     cfg = from_dict(Stage2Config, payload["config"], source="checkpoint")
@@ -60,7 +60,7 @@ def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int 
     if len(val_ids) == 0:
         raise DatasetError(f"{data_root} has too few episodes to hold any out")
     rows = WindowSampler(data, horizon + 1, clips, episodes=val_ids, seed=seed).sample_rows()  # [N, H+1]
-    z = torch.cat([wm.encode(torch.from_numpy(data.stacks(r))) for r in np.array_split(rows, max(1, len(rows) // 64))])
+    z = encode_dataset(wm, data, rows=rows)  # [N, H+1, M, D]
     action = torch.as_tensor(data.actions[rows])
     proprio = torch.as_tensor(data.states[rows][..., payload["proprio_columns"]]) if payload["proprio_columns"] else None
 
@@ -122,6 +122,8 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     """
     import cv2
 
+    from wmrl.train.stage2 import encode_dataset
+
     payload, wm = load_world_model(checkpoint)
     if payload["proprio_columns"]:
         raise UserError("the imagined-rollout video needs a world model without proprioceptive inputs")
@@ -130,7 +132,7 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     rng = np.random.default_rng(seed)
     bank = np.flatnonzero(np.isin(data.row_episode, train_ids))
     bank = np.sort(rng.choice(bank, min(bank_rows, len(bank)), replace=False))
-    bank_z = torch.cat([wm.encode(torch.from_numpy(data.stacks(r))) for r in np.array_split(bank, max(1, len(bank) // 256))])
+    bank_z = encode_dataset(wm, data, rows=bank)  # [bank, M, D]
     rows = WindowSampler(data, horizon + 1, clips, episodes=val_ids if len(val_ids) else train_ids, seed=seed).sample_rows()
     z0 = wm.encode(torch.from_numpy(data.stacks(rows[:, 0])))
     imagined, _, _ = wm.rollout(z0, torch.as_tensor(data.actions[rows[:, :horizon]]))  # [N, H, M, D]

@@ -109,7 +109,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"rollout of a {c}-step history needs more than {c - 1} actions, got {actions.shape[1]}")
         window = self.predictor.max_steps
         zs, ps, rewards, conts = list(z.unbind(1)), None if proprio is None else list(proprio.unbind(1)), [], []
-        for i in range(horizon):
+        for _ in range(horizon):
             now = len(zs)
             lo = max(0, now - window)
             z_in = torch.stack(zs[lo:], 1)

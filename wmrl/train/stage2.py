@@ -41,14 +41,11 @@ def action_spec(data: ReplayDataset) -> tuple[int, bool]:
 
 def state_columns(data: ReplayDataset, names: list[str]) -> list[int]:
     """Columns of the dataset's state vector that hold the named fields, in order."""
-    spans, start = {}, 0
-    for name, size in data.state_layout:
-        spans[name] = range(start, start + size)
-        start += size
+    spans = data.state_spans
     missing = [n for n in names if n not in spans]
     if missing:
         raise UserError(f"{data.root} records no state field '{missing[0]}' (fields: {', '.join(spans) or 'none'})")
-    return [c for n in names for c in spans[n]]
+    return [c for n in names for c in range(spans[n].start, spans[n].stop)]
 
 
 def continuation(data: ReplayDataset, life_loss: bool) -> np.ndarray:
@@ -63,11 +60,14 @@ def continuation(data: ReplayDataset, life_loss: bool) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_dataset(model: WorldModel, data: ReplayDataset, device: str, batch_size: int = 512) -> torch.Tensor:
-    """z [R, M, D] for every row of the dataset (each row's frame stack)."""
-    rows = np.arange(len(data.frames))
-    return torch.cat([model.encode(torch.from_numpy(data.stacks(rows[i:i + batch_size])).to(device))
-                      for i in range(0, len(rows), batch_size)])
+def encode_dataset(model: WorldModel, data: ReplayDataset, device: str = "cpu", rows: np.ndarray | None = None,
+                   batch_size: int = 512) -> torch.Tensor:
+    """z [*rows.shape, M, D] of the frame stacks at `rows` (any shape; default every row, [R, M, D])."""
+    rows = np.arange(len(data.frames)) if rows is None else np.asarray(rows)
+    flat = rows.reshape(-1)
+    z = torch.cat([model.encode(torch.from_numpy(data.stacks(flat[i:i + batch_size])).to(device))
+                   for i in range(0, len(flat), batch_size)])
+    return z.view(*rows.shape, *z.shape[1:])
 
 
 def build_world_model(payload: dict, device: str = "cpu") -> WorldModel:
