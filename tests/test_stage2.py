@@ -172,6 +172,7 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     # Step 1 of the open-loop rollout is the teacher-forced step 1; copy-first there is copy-last.
     assert result["open_loop"][0] == pytest.approx(result["teacher_forced"][0], rel=1e-5)
     assert result["copy_first"][0] == pytest.approx(result["copy_last"][0])
+    assert (tmp_path / "full" / "eval_stage2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 2,
                 "--clips", 8, "--video", tmp_path / "imagined.mp4")
     assert r.returncode == 0, r.stderr
@@ -223,3 +224,23 @@ def test_stage2_config_errors():
         from_dict(ExperimentConfig, {"env": "breakout", "stage2": {"model": {"pool": [1, 0, 2]}}})
     with pytest.raises(ConfigError, match="rollout_steps"):
         from_dict(ExperimentConfig, {"env": "breakout", "stage2": {"rollout_steps": 0}})
+
+
+def test_stage2_ddp_two_gloo_processes_keep_replicas_identical(encoder_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data_root, enc = encoder_run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML.replace("STEPS", "4").replace("val_fraction: 0.5", "val_fraction: 0.5, clip_len: 6")
+                      + TINY_STAGE2.replace("STEPS2", "5"))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "wmrl", "train", "--stage", "2", "--config", str(config), "--data", str(data_root),
+                        "--encoder", str(enc), "--out", str(tmp_path / "ddp"), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes, replica parameter spread 0" in r.stdout
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["replica_spread"] for row in rows if "replica_spread" in row] == [0.0]
+    assert sum("loss" in row for row in rows) == 5  # rank 0 alone logs

@@ -124,10 +124,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         result = evaluate_stage1(args.checkpoint, args.data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
         print(format_probe_table(result, ["trained", "random init"]))
     else:
-        from wmrl.eval.world_model import evaluate_stage2, format_stage2_table
+        from wmrl.eval.world_model import evaluate_stage2, format_stage2_table, plot_stage2
 
         result = evaluate_stage2(args.checkpoint, args.data, horizon=args.horizon, clips=args.clips, seed=args.seed)
         print(format_stage2_table(result))
+        run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+        plot_stage2(result, run_dir / "eval_stage2.png")
+        print(f"plot: {run_dir / 'eval_stage2.png'}")
         if args.video:
             from wmrl.eval.world_model import imagined_video
 

@@ -111,6 +111,29 @@ def format_stage2_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_stage2(r: dict, out: str | Path) -> None:
+    """Save the latent error by horizon as a PNG: teacher forcing and open loop, each beside its
+    copying baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, r["horizon"] + 1)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.plot(steps, r["open_loop"], "o-", color="C0", label="open-loop rollout")
+    ax.plot(steps, r["copy_first"], "o--", color="C0", alpha=0.5, label="copy first latent")
+    ax.plot(steps, r["teacher_forced"], "s-", color="C1", label="teacher-forced")
+    ax.plot(steps, r["copy_last"], "s--", color="C1", alpha=0.5, label="copy last latent")
+    ax.set(xlabel="prediction step", ylabel="latent L1 (standardised)", xticks=steps,
+           title=f"held-out latent error, {r['clips']} clips")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 @torch.no_grad()
 def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Path, horizon: int = 8, clips: int = 4,
                    bank_rows: int = 4000, seed: int = 0, scale: int = 4) -> int:
