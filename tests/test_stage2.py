@@ -21,7 +21,7 @@ from wmrl.policies import RandomPolicy
 from wmrl.train.checkpoint import load_checkpoint
 from wmrl.train.config import OptimConfig, Stage2Config
 from wmrl.train.stage1 import Stage1Trainer
-from wmrl.train.stage2 import Stage2Trainer, build_world_model, continuation, state_columns
+from wmrl.train.stage2 import Stage2Trainer, continuation, state_columns
 from test_stage1 import TINY_YAML, tiny_config
 
 TINY_STAGE2 = """
@@ -104,6 +104,28 @@ def test_rollout_shapes_and_consistency_with_teacher_forcing():
         wm.rollout(torch.stack([z0, z0], 1), actions[:, :1])
 
 
+@pytest.mark.parametrize("discrete", [True, False])
+def test_cached_rollout_equals_recomputing_the_window(discrete):
+    wm = tiny_world_model(discrete=discrete, proprio=0 if discrete else 3).eval()
+    with torch.no_grad():
+        for p in wm.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_(std=0.1)
+        history = torch.randn(4, 3, wm.num_latents, wm.latent_dim)  # C = 3 observed steps
+        actions = torch.randint(0, 4, (4, 2 + 5)) if discrete else torch.randn(4, 2 + 5, 2)
+        proprio = None if discrete else torch.randn(4, 3, 3)
+        for c in (1, 3):  # from the latest latent alone, and from a history
+            cached = wm._rollout_cached(history[:, -c:], actions[:, 3 - c:], None if proprio is None else proprio[:, -c:])
+            window = wm._rollout_sliding(history[:, -c:], actions[:, 3 - c:], None if proprio is None else proprio[:, -c:])
+            for a, b in zip(cached, window):
+                assert a.shape[1] == 5
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        # Past the window (max_steps 8) the rollout slides, recomputing.
+        z, reward, cont = wm.rollout(history[:, -1], actions[:, :1].repeat(1, 12) if discrete else actions[:, :1].repeat(1, 12, 1),
+                                     None if proprio is None else proprio[:, -1:])
+        assert z.shape[1] == reward.shape[1] == 12
+
+
 def test_two_hot_round_trip():
     th = TwoHot(81, 10.0)
     y = torch.tensor([0.0, 1.0, 4.0, 7.0, -3.5, 250.0])
@@ -143,7 +165,7 @@ def test_stage2_learns_and_checkpoint_rebuilds_the_model(encoder_run, tmp_path):
     for k, v in trainer.model.encoder.state_dict().items():  # frozen means frozen
         torch.testing.assert_close(v, encoder_before[k])
 
-    rebuilt = build_world_model(load_checkpoint(tmp_path / "wm"))
+    rebuilt = WorldModel.from_checkpoint(load_checkpoint(tmp_path / "wm"))
     obs = torch.from_numpy(ReplayDataset(data_root).stacks(np.arange(5)))
     actions = torch.randint(0, 4, (5, 4))
     model = trainer.model.eval()

@@ -140,6 +140,61 @@ def cmd_eval(args: argparse.Namespace) -> None:
     (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from wmrl.config import ExperimentConfig, load_experiment
+    from wmrl.control.agent import MPCAgent
+    from wmrl.envs import load_card, make_env
+    from wmrl.eval.episodes import run_episodes, write_video
+    from wmrl.train.checkpoint import load_checkpoint
+
+    cfg = load_experiment(args.config) if args.config else None
+    env_name = args.env or (cfg.env if cfg else None)
+    if env_name is None:
+        raise UserError("plan needs --env (or --config naming one)")
+    plan = (cfg or ExperimentConfig(env=env_name)).plan
+    for name in ("horizon", "population", "iterations"):
+        if getattr(args, name) is not None:
+            setattr(plan, name, getattr(args, name))
+    if plan.elites > plan.population:
+        plan.elites = max(1, plan.population // 8)
+    card = load_card(env_name)
+    payload = load_checkpoint(args.checkpoint)
+    if payload.get("stage") != 2:
+        raise UserError(f"{args.checkpoint} is not a stage-2 (world model) checkpoint")
+    env = make_env(card)
+    try:
+        if tuple(env.observation_space.shape) != tuple(payload["stack_shape"]):
+            raise UserError(f"env card '{card.name}' gives stacks {env.observation_space.shape}, "
+                            f"the world model wants {tuple(payload['stack_shape'])}")
+        try:
+            agent = MPCAgent.from_checkpoint(payload, plan, env.action_space)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        torch.manual_seed(plan.seed)
+        stats, frames = run_episodes(env, agent, args.episodes, seed=args.seed, max_steps=args.max_steps,
+                                     record=1 if args.video else 0)
+    finally:
+        env.close()
+    summary = stats.summary()
+    capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
+    print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
+          f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "
+          f"{summary['ms_per_action_mean']:.1f} ms per action ({plan.method}, {plan.population} candidates x "
+          f"horizon {plan.horizon} x {plan.iterations} iterations)")
+    if args.video:
+        write_video(frames, args.video)
+        print(f"video: first episode, {len(frames)} frames -> {args.video}")
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    (run_dir / "plan.json").write_text(json.dumps({"env": card.name, "seed": args.seed, **summary}, indent=1))
+    if args.save_agent:
+        agent.save(args.save_agent)
+        print(f"agent -> {args.save_agent}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("plan", help="act in the real env by planning in a world model (MPC)")
+    p.add_argument("--env", help="env card name or Gymnasium id (default: the config's)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
+    p.add_argument("--config", help="experiment config whose plan section sets the planner (default: built-in)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i")
+    p.add_argument("--max-steps", type=int, help="stop an episode after this many actions")
+    p.add_argument("--horizon", type=int, help="override plan.horizon")
+    p.add_argument("--population", type=int, help="override plan.population")
+    p.add_argument("--iterations", type=int, help="override plan.iterations")
+    p.add_argument("--video", type=Path, help="write the first episode to this .mp4")
+    p.add_argument("--save-agent", type=Path, help="save the MPC agent (planner + world model) to this file")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
@@ -192,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "num_envs"):
+    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             print(f"wmrl: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

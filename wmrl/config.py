@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from wmrl.control.config import PlannerConfig
 from wmrl.errors import ConfigError
 from wmrl.train.config import Stage1Config, Stage2Config
 
@@ -185,6 +186,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    plan: PlannerConfig = field(default_factory=PlannerConfig)
 
 
 def find_config(name_or_path: str) -> Path:

@@ -33,12 +33,10 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
 def load_world_model(checkpoint: str | Path) -> tuple[dict, WorldModel]:
     """(checkpoint payload, rebuilt world model) of a stage-2 run folder or checkpoint file."""
     from wmrl.train.checkpoint import load_checkpoint
-    from wmrl.train.stage2 import build_world_model
-
     payload = load_checkpoint(checkpoint)
     if payload.get("stage") != 2:
         raise UserError(f"{checkpoint} is not a stage-2 (world model) checkpoint")
-    return payload, build_world_model(payload)
+    return payload, WorldModel.from_checkpoint(payload)
 
 
 @torch.no_grad()

@@ -50,21 +50,44 @@ class ACPredictor(nn.Module):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):
-        b, t, m, _ = z.shape
-        if t > self.max_steps:
-            raise ValueError(f"{t} steps exceed the predictor's max_steps {self.max_steps}")
+    def embed(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None, start: int = 0) -> torch.Tensor:
+        """Tokens [B, T, S, W] of steps start..start+T-1 of the window."""
+        t = z.shape[1]
+        if start + t > self.max_steps:
+            raise ValueError(f"{start + t} steps exceed the predictor's max_steps {self.max_steps}")
         parts = [self.action_in(action if self.discrete else action.float()).unsqueeze(2)]  # [B, T, 1, W]
         if self.proprio_in is not None:
             parts.append(self.proprio_in(proprio).unsqueeze(2))
         parts.append(self.latent_in(z))  # [B, T, M, W]
-        x = torch.cat(parts, 2) + self.slot + self.time[:, :t]  # [B, T, S, W]
+        return torch.cat(parts, 2) + self.slot + self.time[:, start:start + t]
+
+    def readout(self, x: torch.Tensor, z: torch.Tensor, proprio: torch.Tensor | None):
+        """Block outputs x [B, T, S, W] -> next latents, next proprio, summaries (see the class)."""
+        x = self.norm(x)
+        z_next = z + self.latent_out(x[:, :, -self.num_latents:])  # residual: predict the change
+        p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
+        return z_next, p_next, x.mean(2)  # summary [B, T, W] for the reward / continuation heads
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):
+        b, t, m, _ = z.shape
+        x = self.embed(z, action, proprio)  # [B, T, S, W]
         s = x.shape[2]
         mask = block_causal_mask(t, s, z.device)
         x = x.reshape(b, t * s, -1)
         for block in self.blocks:
             x = block(x, attn_mask=mask)
-        x = self.norm(x).view(b, t, s, -1)  # [B, T, S, W]
-        z_next = z + self.latent_out(x[:, :, s - m:])  # residual: predict the change
-        p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
-        return z_next, p_next, x.mean(2)  # summary [B, T, W] for the reward / continuation heads
+        return self.readout(x.view(b, t, s, -1), z, proprio)
+
+    def step(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None, cache: list | None):
+        """One more step with a KV cache of the earlier ones (None at the window's start): z [B, M, D],
+        action [B(, A)], proprio [B, P] | None -> (next z [B, M, D], next proprio, summary [B, W], cache).
+        The same numbers as `forward` on the whole window, without recomputing its past."""
+        start = 0 if cache is None else cache[0][0].shape[2] // self.tokens_per_step
+        x = self.embed(z[:, None], action[:, None], None if proprio is None else proprio[:, None], start)
+        b, _, s, w = x.shape
+        x, new_cache = x.view(b, s, w), []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.extend(x, None if cache is None else cache[i])
+            new_cache.append(kv)
+        z_next, p_next, summary = self.readout(x.view(b, 1, s, w), z[:, None], None if proprio is None else proprio[:, None])
+        return z_next[:, 0], None if p_next is None else p_next[:, 0], summary[:, 0], new_cache

@@ -25,11 +25,20 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.extend(x, None, attn_mask)[0]
+
+    def extend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+               attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, N, D] new tokens; past: the keys and values [B, h, L, D/h] of earlier tokens, which
+        every new token may see (a KV cache). Returns the new tokens' outputs and the grown cache."""
         b, n, d = x.shape
         qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)  # [B, h, N, d/h]
+        q, k, v = qkv.unbind(0)  # [B, h, N, d/h] each
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, h, N, d/h]
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x)), (k, v)
 
 
 def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:

@@ -31,7 +31,8 @@ class WorldModel(nn.Module):
         super().__init__()
         if any(g % p for g, p in zip(encoder.grid, cfg.pool)):
             raise ValueError(f"model.pool {tuple(cfg.pool)} does not divide the encoder's token grid {encoder.grid}")
-        self.cfg, self.discrete, self.action_dim = cfg, discrete, action_dim
+        self.cfg, self.discrete, self.action_dim, self.proprio_dim = cfg, discrete, action_dim, proprio_dim
+        self.has_value = cfg.value
         self.encoder = encoder.requires_grad_(False).eval()  # frozen: stage 2 never changes it
         self.num_latents, self.latent_dim = math.prod(cfg.pool), encoder.width
         # Per-dimension statistics of the pooled features over a dataset (set by `set_latent_stats`):
@@ -52,6 +53,21 @@ class WorldModel(nn.Module):
             nn.init.zeros_(self.value_head[-1].weight)
             nn.init.zeros_(self.value_head[-1].bias)
             self.value_target = copy.deepcopy(self.value_head).requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict, device: str | torch.device = "cpu") -> WorldModel:
+        """Rebuild the world model of a stage-2 checkpoint payload (frozen encoder included), in eval mode."""
+        from wmrl.config import from_dict  # strict loading of the stored configs
+        from wmrl.models.config import EncoderConfig
+
+        if payload.get("stage") != 2:
+            raise ValueError("not a stage-2 (world model) checkpoint")
+        k, c, h, w = payload["stack_shape"]
+        encoder = VisionTransformer(from_dict(EncoderConfig, payload["encoder_config"], source="checkpoint"), k, c, (h, w))
+        cfg = from_dict(WorldModelConfig, payload["config"]["model"], source="checkpoint", prefix="model.")
+        model = cls(cfg, encoder, payload["action_dim"], payload["discrete"], len(payload["proprio_columns"]))
+        model.load_state_dict(payload["model"])
+        return model.to(device).eval()
 
     def train(self, mode: bool = True) -> WorldModel:
         super().train(mode)
@@ -108,6 +124,15 @@ class WorldModel(nn.Module):
         if horizon < 1:
             raise ValueError(f"rollout of a {c}-step history needs more than {c - 1} actions, got {actions.shape[1]}")
         window = self.predictor.max_steps
+        if c + horizon - 1 <= window:  # the whole rollout fits the window: step with a KV cache
+            return self._rollout_cached(z, actions, proprio)
+        return self._rollout_sliding(z, actions, proprio)
+
+    def _rollout_sliding(self, z: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None):
+        """`rollout` by re-running the last `max_steps` steps for every imagined step (time
+        embeddings shift as the window slides, so no cache survives a slide)."""
+        c, window = z.shape[1], self.predictor.max_steps
+        horizon = actions.shape[1] - (c - 1)
         zs, ps, rewards, conts = list(z.unbind(1)), None if proprio is None else list(proprio.unbind(1)), [], []
         for _ in range(horizon):
             now = len(zs)
@@ -122,9 +147,28 @@ class WorldModel(nn.Module):
             conts.append(torch.sigmoid(c_logits[:, -1]))
         return torch.stack(zs[c:], 1), torch.stack(rewards, 1), torch.stack(conts, 1)
 
+    def _rollout_cached(self, z: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None):
+        """`rollout` when history + horizon fit the window: each step's tokens pass the predictor once."""
+        c, cache, outputs = z.shape[1], None, []
+        z_t, p_t = z[:, 0], None if proprio is None else proprio[:, 0]
+        for t in range(actions.shape[1]):
+            z_next, p_next, summary, cache = self.predictor.step(z_t, actions[:, t], p_t, cache)
+            if t + 1 < c:  # still reading the history
+                z_t, p_t = z[:, t + 1], proprio[:, t + 1] if proprio is not None else None
+                continue
+            outputs.append((z_next, self.twohot.decode(self.reward_head(summary)),
+                            torch.sigmoid(self.cont_head(summary).squeeze(-1))))
+            z_t, p_t = z_next, p_next
+        zs, rewards, conts = zip(*outputs)
+        return torch.stack(zs, 1), torch.stack(rewards, 1), torch.stack(conts, 1)
+
     def value(self, z: torch.Tensor, target: bool = False) -> torch.Tensor:
         """z [..., M, D] -> value logits [..., bins] (of the EMA target head with target=True)."""
         return (self.value_target if target else self.value_head)(z)
+
+    def expected_value(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., M, D] -> the value head's expected discounted return [...]."""
+        return self.twohot.decode(self.value(z))
 
     @torch.no_grad()
     def update_value_target(self, momentum: float) -> None:

@@ -70,22 +70,6 @@ def encode_dataset(model: WorldModel, data: ReplayDataset, device: str = "cpu", 
     return z.view(*rows.shape, *z.shape[1:])
 
 
-def build_world_model(payload: dict, device: str = "cpu") -> WorldModel:
-    """Rebuild the world model of a stage-2 checkpoint (frozen encoder included)."""
-    from wmrl.config import from_dict
-    from wmrl.models.config import EncoderConfig
-    from wmrl.models.vit import VisionTransformer
-
-    if payload.get("stage") != 2:
-        raise UserError("not a stage-2 (world model) checkpoint")
-    cfg = from_dict(Stage2Config, payload["config"], source="checkpoint")
-    k, c, h, w = payload["stack_shape"]
-    encoder = VisionTransformer(from_dict(EncoderConfig, payload["encoder_config"], source="checkpoint"), k, c, (h, w))
-    model = WorldModel(cfg.model, encoder, payload["action_dim"], payload["discrete"], len(payload["proprio_columns"]))
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval()
-
-
 class Stage2Trainer(Trainer):
     stage = 2
 

@@ -1,0 +1,38 @@
+"""Planner settings as a plain dataclass (the `plan:` section of an experiment config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class PlannerConfig:
+    method: Literal["cem", "mppi"] = "cem"
+    horizon: int = 8  # imagined steps per candidate sequence
+    population: int = 256  # candidate sequences per iteration
+    elites: int = 32  # CEM: the best candidates the distribution is refitted to (MPPI: its top-k)
+    iterations: int = 3
+    momentum: float = 0.1  # share of the previous distribution kept at each refit
+    init_std: float = 0.5  # Gaussian: starting std as a share of the action range
+    min_std: float = 0.05  # Gaussian: floor on the std, as a share of the action range
+    temperature: float = 0.5  # MPPI: softmax temperature over normalised scores
+    smoothing: float = 0.1  # categorical: probability mass spread uniformly at each refit
+    gamma: float = 0.99  # discount of imagined rewards
+    value: bool = True  # add gamma^H * V(z_H) when the world model has a value head
+    goal_weight: float = 0.0  # weight of the goal energy (-L1 to the goal latent); needs a goal
+    reward_weight: float = 1.0  # weight of the discounted imagined return
+    explore: float = 0.0  # when not deterministic: epsilon (discrete) or Gaussian noise std share (continuous)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.horizon < 1 or self.population < 2 or self.iterations < 1:
+            raise ValueError("plan.horizon and plan.iterations must be >= 1, plan.population >= 2")
+        if not 1 <= self.elites <= self.population:
+            raise ValueError(f"plan.elites must be in [1, population={self.population}], got {self.elites}")
+        if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.smoothing < 1.0:
+            raise ValueError("plan.momentum and plan.smoothing must be in [0, 1)")
+        if self.temperature <= 0 or self.init_std <= 0 or self.min_std < 0:
+            raise ValueError("plan.temperature and plan.init_std must be > 0, plan.min_std >= 0")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ValueError(f"plan.explore must be in [0, 1], got {self.explore}")

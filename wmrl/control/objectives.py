@@ -1,0 +1,57 @@
+"""Scores of candidate action sequences from one batched world-model rollout.
+
+`make_objective` closes over the world model and the current latent and returns
+``objective(actions [S, H(, A)]) -> scores [S]`` for the optimizers. Its terms add up:
+* return: sum_t gamma^t * alive_t * r_t + gamma^H * alive_H * V(z_H), where alive_t is the
+  product of the predicted continuation probabilities before step t, so nothing counts after a
+  predicted termination (or, on Atari, a lost life);
+* goal energy: minus the L1 distance between the last imagined latent and the goal latent
+  (V-JEPA 2-AC's energy).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wmrl.control.config import PlannerConfig
+from wmrl.control.optimizers import Objective
+from wmrl.models.world_model import WorldModel
+
+
+def imagined_return(reward: torch.Tensor, cont: torch.Tensor, gamma: float,
+                    terminal_value: torch.Tensor | None = None) -> torch.Tensor:
+    """reward, cont [S, H], terminal_value [S] | None -> discounted return [S]."""
+    s, h = reward.shape
+    discount = gamma ** torch.arange(h + 1, dtype=reward.dtype)  # [H+1]
+    alive = torch.cat([torch.ones(s, 1), cont.cumprod(1)], 1)  # [S, H+1]: alive before step t
+    ret = (discount[:h] * alive[:, :h] * reward).sum(1)
+    if terminal_value is not None:
+        ret = ret + discount[h] * alive[:, h] * terminal_value
+    return ret
+
+
+def goal_energy(z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """Imagined latents z [S, H, M, D], goal [M, D] -> minus the L1 of the last latent to the goal [S]."""
+    return -(z[:, -1] - goal).abs().mean((-2, -1))
+
+
+def make_objective(wm: WorldModel, z: torch.Tensor, cfg: PlannerConfig, goal: torch.Tensor | None = None) -> Objective:
+    """z [M, D] (the current latent) or [C, M, D] (with history, then actions carry its C-1 actions
+    first: not used by the MPC agent, which plans from the current latent alone)."""
+    use_value = cfg.value and wm.has_value
+    if cfg.goal_weight and goal is None:
+        raise ValueError("plan.goal_weight is set but no goal latent was given")
+
+    @torch.no_grad()
+    def objective(actions: torch.Tensor) -> torch.Tensor:
+        start = z.expand(len(actions), *z.shape)  # [S, (C,) M, D]
+        zs, reward, cont = wm.rollout(start, actions)
+        score = torch.zeros(len(actions))
+        if cfg.reward_weight:
+            value = wm.expected_value(zs[:, -1]) if use_value else None
+            score = score + cfg.reward_weight * imagined_return(reward, cont, cfg.gamma, value)
+        if cfg.goal_weight:
+            score = score + cfg.goal_weight * goal_energy(zs, goal)
+        return score
+
+    return objective

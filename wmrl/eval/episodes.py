@@ -1,0 +1,82 @@
+"""Closed-loop evaluation of an agent in a real env: returns, lengths, time per action, a video.
+
+The agent is anything with SB3's ``predict(obs, deterministic=True) -> (action, state)``; an
+optional ``reset()`` is called at every episode start (the MPC agent drops its warm start).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class EpisodeStats:
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    truncated_by_cap: list[bool] = field(default_factory=list)  # stopped by max_steps, not the env
+    action_seconds: list[float] = field(default_factory=list)  # one per action
+    final_distance: list[float] = field(default_factory=list)  # goal envs: achieved-desired distance at the end
+
+    def summary(self) -> dict:
+        r, ms = np.array(self.returns), 1000 * np.array(self.action_seconds)
+        out = {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std()),
+               "returns": self.returns, "lengths": self.lengths, "capped": int(sum(self.truncated_by_cap)),
+               "ms_per_action_mean": float(ms.mean()), "ms_per_action_median": float(np.median(ms))}
+        if self.final_distance:
+            out["final_distance"] = self.final_distance
+        return out
+
+
+def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: int | None = None,
+                 record: int = 0, distance=None) -> tuple[EpisodeStats, list[np.ndarray]]:
+    """Run `episodes` seeded episodes (seed, seed+1, ...). Returns the stats and the newest frame of
+    each observation of the first `record` episodes ([C, H, W] uint8 each). `distance(info)` gives
+    a goal env's achieved-desired distance, recorded at each episode's end."""
+    stats, frames = EpisodeStats(), []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        if hasattr(agent, "reset"):
+            agent.reset()
+        total, steps, done, capped = 0.0, 0, False, False
+        while not done:
+            if episode < record:
+                frames.append(np.asarray(obs)[-1])
+            start = time.perf_counter()
+            action, _ = agent.predict(obs, deterministic=True)
+            stats.action_seconds.append(time.perf_counter() - start)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total, steps = total + float(reward), steps + 1
+            capped = max_steps is not None and steps >= max_steps and not (terminated or truncated)
+            done = terminated or truncated or capped
+        if episode < record:
+            frames.append(np.asarray(obs)[-1])
+        stats.returns.append(total)
+        stats.lengths.append(steps)
+        stats.truncated_by_cap.append(capped)
+        if distance is not None:
+            stats.final_distance.append(float(distance(info)))
+    return stats, frames
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 15, scale: int = 4) -> None:
+    """Frames [C, H, W] uint8 (C = 1 gray or 3 RGB) -> an mp4 (OpenCV's mp4v codec), upscaled by `scale`."""
+    import cv2
+
+    from wmrl.errors import UserError
+
+    c, h, w = frames[0].shape
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
+    if not writer.isOpened():
+        raise UserError(f"cannot write a video to {path}")
+    for frame in frames:
+        image = frame.transpose(1, 2, 0)
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if c == 1 else cv2.COLOR_RGB2BGR)
+        writer.write(cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST))
+    writer.release()
