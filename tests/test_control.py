@@ -9,6 +9,7 @@ from wmrl.control.agent import MPCAgent
 from wmrl.control.config import PlannerConfig
 from wmrl.control.objectives import goal_energy, imagined_return
 from wmrl.control.optimizers import CEM, MPPI, Categorical, Gaussian
+from test_stage2 import encoder_run  # noqa: F401  (a fixture: the tiny Breakout dataset and encoder)
 
 
 @pytest.mark.parametrize("optimizer", [CEM(256, 32, 6, generator=torch.Generator().manual_seed(0)),
@@ -183,3 +184,80 @@ def test_sb3_ppo_learns_inside_the_imagination_env():
     trained_reward = mean_reward(lambda obs: model.predict(obs, deterministic=True)[0])
     # Random: x wanders, mean |x| ~ 0.5; moving toward 0 halves it within 10 steps.
     assert trained_reward > random_reward + 0.15, (trained_reward, random_reward)
+
+
+@pytest.fixture(scope="module")
+def world_model_run(encoder_run, tmp_path_factory):
+    """A tiny Breakout world model (stage 2, a few steps) over the tiny encoder of test_stage2."""
+    from test_stage2 import tiny_stage2
+
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.stage2 import Stage2Trainer
+
+    data_root, enc = encoder_run
+    out = tmp_path_factory.mktemp("wm") / "wm"
+    Stage2Trainer(tiny_stage2(4), load_checkpoint(enc), ReplayDataset(data_root), out, clip_len=6, val_fraction=0.5,
+                  progress=False).train()
+    return data_root, out
+
+
+def test_mpc_agent_save_load_gives_identical_actions(world_model_run, tmp_path):
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.train.checkpoint import load_checkpoint
+
+    data_root, run = world_model_run
+    cfg = PlannerConfig(horizon=4, population=32, elites=4, iterations=2, seed=3)
+    agent = MPCAgent.from_checkpoint(load_checkpoint(run), cfg, gym.spaces.Discrete(4))
+    agent.save(tmp_path / "agent.pt")
+    loaded = MPCAgent.load(tmp_path / "agent.pt")
+    assert loaded.cfg == cfg
+    obs = ReplayDataset(data_root).stacks(np.arange(6))
+    for o in obs:  # the same seeded sampling and warm starts, step after step
+        assert agent.predict(o)[0] == loaded.predict(o)[0]
+    with pytest.raises(ValueError, match="action space"):
+        MPCAgent.from_checkpoint(load_checkpoint(run), cfg, gym.spaces.Discrete(6))
+
+
+def test_plan_cli_smoke_and_errors(world_model_run, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    _, run = world_model_run
+    r = run_cli("plan", "--env", "breakout", "--checkpoint", run, "--episodes", 2, "--max-steps", 5, "--population", 16,
+                "--horizon", 3, "--iterations", 1, "--video", tmp_path / "plan.mp4", "--save-agent", tmp_path / "agent.pt")
+    assert r.returncode == 0, r.stderr
+    assert "return" in r.stdout and "ms per action" in r.stdout
+    result = json.loads((run / "plan.json").read_text())
+    assert result["episodes"] == 2 and result["lengths"] == [5, 5] and result["capped"] == 2
+    assert (tmp_path / "plan.mp4").stat().st_size > 0 and (tmp_path / "agent.pt").is_file()
+    # The saved agent collects data like any policy (exploring).
+    r = run_cli("collect", "--env", "breakout", "--policy", tmp_path / "agent.pt", "--steps", 12, "--out", tmp_path / "mpc-data",
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "collected 12 steps" in r.stdout
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    r = run_cli("collect", "--env", "breakout", "--policy", tmp_path / "bad.pt", "--steps", 12, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "not a saved wmrl agent" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("plan", "--env", "reacher", "--checkpoint", run, "--episodes", 1)
+    assert r.returncode == 2 and "stacks" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("plan", "--env", "breakout", "--checkpoint", tmp_path / "missing", "--episodes", 1)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_imagine_cli_trains_in_the_model_and_evaluates_in_the_real_env(world_model_run, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    data_root, run = world_model_run
+    # PPO collects whole rollouts: 2048 // 8 steps in each of 8 envs, however few --steps ask for.
+    r = run_cli("imagine", "--checkpoint", run, "--data", data_root, "--algo", "ppo", "--steps", 64, "--num-envs", 8,
+                "--horizon", 5, "--episodes", 1, "--max-steps", 10, "--out", tmp_path / "ppo", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "ppo" / "imagine.json").read_text())
+    assert result["imagined_steps"] == 2048 and result["episodes"] == 1 and result["lengths"] == [10]
+    assert (tmp_path / "ppo" / "model.zip").is_file() and "real breakout: return" in r.stdout
+    r = run_cli("imagine", "--checkpoint", run, "--data", data_root, "--algo", "sac", "--out", tmp_path / "sac")
+    assert r.returncode == 2 and "discrete" in r.stderr and r.stderr.count("\n") == 1

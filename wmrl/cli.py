@@ -195,6 +195,21 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"agent -> {args.save_agent}")
 
 
+def cmd_imagine(args: argparse.Namespace) -> None:
+    from wmrl.imagine import imagine
+    from wmrl.train.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(args.checkpoint)
+    if payload.get("stage") != 2:
+        raise UserError(f"{args.checkpoint} is not a stage-2 (world model) checkpoint")
+    data = args.data or payload["dataset"]
+    r = imagine(payload, data, args.algo, args.steps, args.out, num_envs=args.num_envs, horizon=args.horizon,
+                eval_episodes=args.episodes, max_steps=args.max_steps, seed=args.seed, progress=not args.no_progress)
+    print(f"{r['algo']}: {r['imagined_steps']} imagined steps in {r['learn_seconds']:.0f} s "
+          f"({r['imagined_steps_per_second']:.0f} steps/s); real {r['env']}: return {r['return_mean']:.2f} ± "
+          f"{r['return_std']:.2f} over {r['episodes']} episodes -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="write the first episode to this .mp4")
     p.add_argument("--save-agent", type=Path, help="save the MPC agent (planner + world model) to this file")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("imagine", help="train an SB3 algorithm inside a world model, evaluate it in the real env")
+    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
+    p.add_argument("--data", type=Path, help="dataset whose frames start imagined episodes (default: the model's)")
+    p.add_argument("--algo", choices=["ppo", "a2c", "dqn", "sac", "td3"], default="ppo")
+    p.add_argument("--steps", type=int, default=200_000, help="imagined env steps to learn from")
+    p.add_argument("--out", required=True, type=Path, help="folder for model.zip and imagine.json")
+    p.add_argument("--num-envs", type=int, default=32, help="imagined envs stepped in one batch")
+    p.add_argument("--horizon", type=int, default=15, help="imagined steps before an episode is truncated")
+    p.add_argument("--episodes", type=int, default=10, help="real-env evaluation episodes")
+    p.add_argument("--max-steps", type=int, help="stop a real episode after this many actions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_imagine)
 
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

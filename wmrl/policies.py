@@ -69,16 +69,34 @@ def check_policy_spec(spec: str) -> None:
     if spec == "random":
         return
     path = Path(spec)
-    if path.suffix != ".zip":
-        raise UserError(f"unknown policy '{spec}': use 'random' or the path of a Stable-Baselines3 .zip")
+    if path.suffix not in (".zip", ".pt"):
+        raise UserError(f"unknown policy '{spec}': use 'random', the path of a Stable-Baselines3 .zip "
+                        "or of a wmrl agent .pt (wmrl plan --save-agent)")
     if not path.is_file():
         raise UserError(f"policy file not found: {path}")
-    sb3_algorithm(path)
+    if path.suffix == ".zip":
+        sb3_algorithm(path)
+
+
+def load_agent(path: str | Path):
+    """A saved wmrl MPC agent; it explores (plan.explore) when used as a collector policy."""
+    from wmrl.control.agent import MPCAgent
+
+    try:
+        return MPCAgent.load(path)
+    except Exception as e:  # a corrupt or foreign file: torch and pickle raise many kinds
+        raise UserError(f"{path} is not a saved wmrl agent ({str(e).splitlines()[0][:200]})") from None
 
 
 def make_policy(spec: str, venv: gym.vector.VectorEnv, seed: int | None = None):
-    """``random`` or the path of an SB3 model zip."""
+    """``random``, the path of an SB3 model zip, or of a saved wmrl agent (.pt)."""
     check_policy_spec(spec)
     if spec == "random":
         return RandomPolicy(venv.action_space, seed)
+    if spec.endswith(".pt"):
+        agent = load_agent(spec)
+        if tuple(agent.checkpoint["stack_shape"]) != tuple(venv.single_observation_space.shape):
+            raise UserError(f"agent {spec} wants stacks {tuple(agent.checkpoint['stack_shape'])}, "
+                            f"this env card gives {venv.single_observation_space.shape}")
+        return agent
     return SB3Policy(spec, venv.single_observation_space.shape)

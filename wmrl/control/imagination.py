@@ -126,3 +126,22 @@ class ImaginationEnv(gym.Env):
         terminated = bool(cont[0] < self.continue_below)
         truncated = self.t >= self.horizon and not terminated
         return self.z.flatten().numpy().astype(np.float32), float(reward[0]), terminated, truncated, {"continuation": float(cont[0])}
+
+
+class LatentPolicy:
+    """An SB3 model trained in imagination, acting in the real env: encode the frame stack, then
+    ask the model. SB3's ``predict`` signature; obs [K, C, H, W] or [N, K, C, H, W] uint8."""
+
+    def __init__(self, wm, model):
+        self.wm, self.model = wm.eval(), model
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        single = np.asarray(obs).ndim == 4
+        obs = torch.as_tensor(np.asarray(obs)[None] if single else np.asarray(obs))
+        latent = self.wm.encode(obs).flatten(1).numpy()  # [N, M*D]
+        actions, _ = self.model.predict(latent, deterministic=deterministic)
+        return (actions[0] if single else actions), None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.predict(obs, deterministic=False)[0]
