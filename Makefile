@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default
-#                 (collect Breakout -> dataset summary -> stage-1 encoder -> probes -> stage-2 world model)
+#                 (collect Breakout -> dataset summary -> stage-1 encoder -> probes -> stage-2 world model
+#                 -> MPC planning in the real env)
 #   make test   - creates .venv, installs wmrl with every env, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo --data data/demo
 	$(BIN)/wmrl train --stage 2 --config demo --encoder runs/demo --data data/demo --out runs/demo-wm
 	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo-wm --data data/demo --video runs/demo-wm/imagined.mp4
+	$(BIN)/wmrl plan --config demo --checkpoint runs/demo-wm --episodes 1 --max-steps 300 --video runs/demo-wm/plan.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
