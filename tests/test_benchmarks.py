@@ -25,3 +25,13 @@ def test_bench_train_quick(tmp_path):
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| default:" in table and "MFU" in table
     assert next(tmp_path.glob("*.json")).read_text()
+
+
+def test_bench_control_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_control.py"), "--quick", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert [p["method"] for p in result["planner"]] == ["cem", "mppi"]
+    assert result["imagination"]["imagined_steps_per_s"] > 0 and result["imagination"]["ratio"] > 0
+    assert "ms/action" in next(tmp_path.glob("*.md")).read_text()
