@@ -141,8 +141,7 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     latent is nearest (L1) to it, from up to `bank_rows` rows of training episodes. Returns the
     number of video frames written.
     """
-    import cv2
-
+    from wmrl.eval.episodes import write_video
     from wmrl.train.stage2 import encode_dataset
 
     payload, wm = load_world_model(checkpoint)
@@ -159,22 +158,9 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     imagined, _, _ = wm.rollout(z0, torch.as_tensor(data.actions[rows[:, :horizon]]))  # [N, H, M, D]
     nearest = bank[torch.cdist(imagined.flatten(2), bank_z.flatten(1)[None].expand(len(rows), -1, -1), p=1).argmin(-1).numpy()]
 
-    def picture(row: int) -> np.ndarray:  # the newest frame of the row's stack, [H', W', 3] uint8 BGR
-        frame = data.frames[row].transpose(1, 2, 0)
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.shape[2] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-        return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-
-    c, h, w = data.frame_shape
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 4, (2 * w * scale, h * scale))
-    if not writer.isOpened():
-        raise UserError(f"cannot write a video to {out}")
-    written = 0
-    for clip, imagined_rows in zip(rows, nearest):
-        for step in range(horizon + 1):  # step 0: both panels show the real start frame
-            right = clip[0] if step == 0 else imagined_rows[step - 1]
-            writer.write(np.concatenate([picture(clip[step]), picture(right)], 1))
-            written += 1
-    writer.release()
-    return written
+    # Each video frame: the real newest frame (left) beside the imagined one (right), [C, H, 2W];
+    # step 0 shows the real start frame on both sides.
+    frames = [np.concatenate([data.frames[clip[step]], data.frames[clip[0] if step == 0 else imagined_rows[step - 1]]], 2)
+              for clip, imagined_rows in zip(rows, nearest) for step in range(horizon + 1)]
+    write_video(frames, out, fps=4, scale=scale)
+    return len(frames)
