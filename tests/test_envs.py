@@ -83,6 +83,30 @@ def test_breakout_records_ram_and_preprocessing():
     env.close()
 
 
+def test_breakout_fires_after_reset_and_every_lost_life(tmp_path):
+    # Only NOOPs: the card's FIRE serves every ball, so all five lives are lost within ~150 steps.
+    env = make_env(load_card("breakout"))
+    env.reset(seed=0)
+    lives, terminated, steps = [], False, 0
+    while not terminated and steps < 1000:
+        _, _, terminated, _, info = env.step(0)
+        lives.append(info["lives"])
+        steps += 1
+    assert terminated and lives[-1] == 0 and set(lives) == {0, 1, 2, 3, 4, 5}
+    env.close()
+    # Without it the ball is never served: the first life is never lost.
+    path = tmp_path / "nofire.yaml"
+    path.write_text(open(load_card("breakout").source_file).read().replace("fire_on_life_loss: true", "fire_on_life_loss: false"))
+    env = make_env(load_card(str(path)))
+    env.reset(seed=0)
+    assert all(env.step(0)[4]["lives"] == 5 for _ in range(300))
+    env.close()
+    path.write_text(open(load_card("breakout").source_file).read().replace("fire_on_life_loss: true",
+                                                                     "fire_on_life_loss: true, fire_action: 2"))
+    with pytest.raises(EnvError, match="fire_action 2 is not FIRE"):
+        make_env(load_card(str(path)))
+
+
 def test_user_card_for_any_registered_env(tmp_path):
     path = tmp_path / "cartpole.yaml"
     path.write_text(

@@ -25,6 +25,10 @@ class Preprocess:
     sticky_actions: float = 0.0  # probability of repeating the previous action, per raw step
     noop_max: int = 0  # up to this many no-op raw steps after reset (Atari convention: 30)
     noop_action: int = 0
+    # Press this action (Atari FIRE) after reset and after every lost life, as SB3's FireResetEnv
+    # does at reset: in Breakout no ball is served until FIRE, which a planner need not discover.
+    fire_on_life_loss: bool = False
+    fire_action: int = 1
 
     def __post_init__(self):
         if self.frame_skip < 1:

@@ -2,7 +2,7 @@
 
 Wrapper order, bottom to top (each applied only when the card asks for it):
   gymnasium.make -> RescaleAction (card bounds) -> RecordState -> StickyAction -> render-as-obs / dict key -> NoopReset
-  -> MaxAndSkip (frame skip, max over the last two raw frames) -> grayscale -> resize
+  -> MaxAndSkip (frame skip, max over the last two raw frames) -> FireOnLifeLoss -> grayscale -> resize
   -> channel-first -> TimeLimit (agent steps) -> FrameStack (padded with the reset frame)
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import wrappers as gw
 
 from wmrl.envs.card import EnvCard
-from wmrl.envs.wrappers import ChannelFirst, NoopReset, RecordState, SelectKey
+from wmrl.envs.wrappers import ChannelFirst, FireOnLifeLoss, NoopReset, RecordState, SelectKey
 from wmrl.errors import EnvError
 
 
@@ -67,6 +67,9 @@ def make_env(card: EnvCard, render_mode: str | None = None) -> gym.Env:
         env = NoopReset(env, pre.noop_max, pre.noop_action)
     if pre.frame_skip > 1:
         env = gw.MaxAndSkipObservation(env, skip=pre.frame_skip)
+    if pre.fire_on_life_loss:
+        _check_fire_action(card, env)
+        env = FireOnLifeLoss(env, pre.fire_action)
     if pre.grayscale and len(env.observation_space.shape) == 3:
         env = gw.GrayscaleObservation(env, keep_dim=False)
     if pre.size is not None and tuple(env.observation_space.shape[:2]) != tuple(pre.size):
@@ -102,6 +105,13 @@ def _check_action_space(card: EnvCard, space: gym.Space) -> None:
             raise EnvError(f"env card '{card.name}' says continuous actions, but '{card.gym_id}' has {space}")
         if card.action.low is not None and not len(card.action.low) == len(card.action.high) == space.shape[0]:
             raise EnvError(f"env card '{card.name}': action bounds {card.action.low}, {card.action.high} do not match {space}")
+
+
+def _check_fire_action(card: EnvCard, env: gym.Env) -> None:
+    meanings = getattr(env.unwrapped, "get_action_meanings", lambda: None)()
+    action = card.preprocess.fire_action
+    if meanings is not None and (action >= len(meanings) or meanings[action] != "FIRE"):
+        raise EnvError(f"env card '{card.name}': preprocess.fire_action {action} is not FIRE in {meanings}")
 
 
 def _check_image_space(card: EnvCard, space: gym.Space) -> None:

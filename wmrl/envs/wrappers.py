@@ -79,6 +79,34 @@ class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
 
+class FireOnLifeLoss(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Take the fire action after reset and after each lost life (``info["lives"]`` drops); its
+    reward is added to the step that lost the life. One extra agent step per life."""
+
+    def __init__(self, env: gym.Env, fire_action: int = 1):
+        gym.utils.RecordConstructorArgs.__init__(self, fire_action=fire_action)
+        super().__init__(env)
+        self.fire_action = fire_action
+        self.lives = 0
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(self.fire_action)
+        if terminated or truncated:
+            obs, info = self.env.reset(**kwargs)
+        self.lives = info.get("lives", 0)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = info.get("lives", 0)
+        if lives < self.lives and not (terminated or truncated):
+            obs, fire_reward, terminated, truncated, info = self.env.step(self.fire_action)
+            reward += fire_reward
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+
 class SelectKey(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Dict observation -> one of its entries (the image)."""
 
