@@ -35,11 +35,11 @@ stage2:
 """
 
 
-def tiny_world_model(discrete=True, proprio=0, value=True) -> WorldModel:
+def tiny_world_model(discrete=True, proprio=0, value=True, step_tokens="per_latent") -> WorldModel:
     torch.manual_seed(0)
     encoder = VisionTransformer(EncoderConfig(width=16, depth=1, heads=2), 4, 1, (16, 16))
-    return WorldModel(WorldModelConfig(width=32, depth=2, heads=2, max_steps=8, value=value), encoder,
-                      4 if discrete else 2, discrete, proprio)
+    return WorldModel(WorldModelConfig(width=32, depth=2, heads=2, max_steps=8, value=value, step_tokens=step_tokens),
+                      encoder, 4 if discrete else 2, discrete, proprio)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,10 @@ def test_block_causal_mask():
     assert mask[0, 1] and mask[1, 0] and not mask[1, 2] and mask[5, 0] and not mask[2, 4]
 
 
+@pytest.mark.parametrize("step_tokens", ["per_latent", "single"])
 @pytest.mark.parametrize("discrete", [True, False])
-def test_future_inputs_never_change_past_outputs(discrete):
-    wm = tiny_world_model(discrete, proprio=3).eval()
+def test_future_inputs_never_change_past_outputs(discrete, step_tokens):
+    wm = tiny_world_model(discrete, proprio=3, step_tokens=step_tokens).eval()
     with torch.no_grad():  # output layers start at zero; make every output depend on its inputs
         for p in wm.parameters():
             if p.ndim == 2 and not p.any():
@@ -104,9 +105,10 @@ def test_rollout_shapes_and_consistency_with_teacher_forcing():
         wm.rollout(torch.stack([z0, z0], 1), actions[:, :1])
 
 
+@pytest.mark.parametrize("step_tokens", ["per_latent", "single"])
 @pytest.mark.parametrize("discrete", [True, False])
-def test_cached_rollout_equals_recomputing_the_window(discrete):
-    wm = tiny_world_model(discrete=discrete, proprio=0 if discrete else 3).eval()
+def test_cached_rollout_equals_recomputing_the_window(discrete, step_tokens):
+    wm = tiny_world_model(discrete=discrete, proprio=0 if discrete else 3, step_tokens=step_tokens).eval()
     with torch.no_grad():
         for p in wm.parameters():
             if p.ndim == 2 and not p.any():

@@ -210,6 +210,32 @@ def cmd_imagine(args: argparse.Namespace) -> None:
           f"{r['return_std']:.2f} over {r['episodes']} episodes -> {args.out}")
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from wmrl.config import ExperimentConfig, load_experiment
+    from wmrl.mbrl import ModelBasedRun
+
+    kwargs = dict(device=args.device, progress=not args.no_progress)
+    if args.resume:
+        run = ModelBasedRun.resume(args.out, args.budget, **kwargs)
+    else:
+        if (args.out / "run.json").is_file():
+            raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+        if args.config is None and args.env is None:
+            raise UserError("run needs --config or --env")
+        cfg = load_experiment(args.config) if args.config else ExperimentConfig(env=args.env)
+        if args.env:
+            cfg.env = args.env
+        if args.budget is not None:
+            cfg.run.budget = args.budget
+        run = ModelBasedRun(cfg, args.out, **kwargs)
+    record = run.run()
+    final = record["eval"]
+    if final:
+        print(f"{run.card.name}: {record['rounds'][-1]['steps']} real steps; evaluation return {final['return_mean']:.2f} "
+              f"± {final['return_std']:.2f} over {final['episodes']} episodes, {final['ms_per_action_mean']:.1f} ms "
+              f"per action -> {args.out / 'run.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_imagine)
 
+    p = sub.add_parser("run", help="the model-based loop: collect -> train -> plan, repeated, at a real-step budget")
+    p.add_argument("--config", help="experiment config (its run: section sets the rounds)")
+    p.add_argument("--env", help="env card (default: the config's)")
+    p.add_argument("--budget", type=int, help="real env agent steps in all (override run.budget)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (data, encoder, world models, run.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (with its stored config)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
@@ -290,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations"):
+    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             print(f"wmrl: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

@@ -180,6 +180,29 @@ class DataConfig:
 
 
 @dataclass
+class RunConfig:
+    """`wmrl run`, the model-based loop: rounds of collect -> train stage 1 -> train stage 2, at a
+    fixed budget of real env agent steps (Atari-100k: 100,000), then an evaluation."""
+
+    budget: int = 100_000  # real env agent steps over all rounds (evaluation episodes not counted)
+    seed_steps: int = 10_000  # round 0 collects with random actions
+    round_steps: int = 10_000  # each later round collects with the MPC agent (plan.explore on)
+    num_envs: int = 1
+    stage1_steps: int = 1000  # stage-1 steps after round 0
+    stage1_round_steps: int = 0  # stage-1 steps added each later round (0: the encoder stays as it is)
+    stage2_steps: int = 2000  # stage-2 steps after round 0
+    stage2_round_steps: int = 1000  # stage-2 steps each later round, warm-started from the last model
+    eval_episodes: int = 10  # full episodes with the deterministic planner, after the last round
+    eval_max_steps: int = 27_000
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.budget, self.seed_steps, self.round_steps, self.num_envs, self.stage1_steps, self.stage2_steps,
+               self.stage2_round_steps, self.eval_max_steps) < 1 or self.stage1_round_steps < 0 or self.eval_episodes < 0:
+            raise ValueError("run: step counts must be >= 1 (stage1_round_steps, eval_episodes >= 0)")
+
+
+@dataclass
 class ExperimentConfig:
     env: str  # env card name, Gymnasium id of a shipped card, or path to a card
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -187,6 +210,7 @@ class ExperimentConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     plan: PlannerConfig = field(default_factory=PlannerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 def find_config(name_or_path: str) -> Path:

@@ -1,7 +1,8 @@
 """The action-conditioned predictor: a frame-causal transformer over latent steps.
 
 Each step t contributes S tokens: one action token (a_t, the action taken at observation t),
-optionally one proprioceptive token, and the M latent tokens of z_t. Attention is block-causal:
+optionally one proprioceptive token, and the M latent tokens of z_t ("per_latent"); or a single
+token, the sum of the embedded flattened z_t, a_t and proprio ("single"). Attention is block-causal:
 every token of step t sees every token of steps <= t and nothing later, so all T next-latent
 predictions of a clip come out of one parallel pass (teacher forcing) and the prediction at
 step t never depends on inputs after t.
@@ -31,10 +32,12 @@ class ACPredictor(nn.Module):
         super().__init__()
         w = cfg.width
         self.discrete, self.num_latents, self.proprio_dim = discrete, num_latents, proprio_dim
+        self.single = cfg.step_tokens == "single"
+        latent_in = num_latents * latent_dim if self.single else latent_dim  # the flattened z, or one latent
         self.action_in = nn.Embedding(action_dim, w) if discrete else nn.Linear(action_dim, w)
         self.proprio_in = nn.Linear(proprio_dim, w) if proprio_dim else None
-        self.latent_in = nn.Linear(latent_dim, w)
-        self.tokens_per_step = 1 + (1 if proprio_dim else 0) + num_latents
+        self.latent_in = nn.Linear(latent_in, w)
+        self.tokens_per_step = 1 if self.single else 1 + (1 if proprio_dim else 0) + num_latents
         self.slot = nn.Parameter(torch.zeros(1, 1, self.tokens_per_step, w))  # which token of a step
         self.time = nn.Parameter(torch.zeros(1, cfg.max_steps, 1, w))  # which step of the window
         nn.init.trunc_normal_(self.slot, std=0.02)
@@ -42,7 +45,7 @@ class ACPredictor(nn.Module):
         self.max_steps = cfg.max_steps
         self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(w)
-        self.latent_out = nn.Linear(w, latent_dim)
+        self.latent_out = nn.Linear(w, latent_in)
         self.proprio_out = nn.Linear(w, proprio_dim) if proprio_dim else None
         # Start as "the next latent equals this one": the copy-last baseline is the initial model.
         for layer in (self.latent_out, self.proprio_out):
@@ -58,14 +61,21 @@ class ACPredictor(nn.Module):
         parts = [self.action_in(action if self.discrete else action.float()).unsqueeze(2)]  # [B, T, 1, W]
         if self.proprio_in is not None:
             parts.append(self.proprio_in(proprio).unsqueeze(2))
-        parts.append(self.latent_in(z))  # [B, T, M, W]
-        return torch.cat(parts, 2) + self.slot + self.time[:, start:start + t]
+        if self.single:
+            x = sum(parts) + self.latent_in(z.flatten(-2)).unsqueeze(2)  # [B, T, 1, W]
+        else:
+            x = torch.cat([*parts, self.latent_in(z)], 2)  # [B, T, S, W]
+        return x + self.slot + self.time[:, start:start + t]
 
     def readout(self, x: torch.Tensor, z: torch.Tensor, proprio: torch.Tensor | None):
         """Block outputs x [B, T, S, W] -> next latents, next proprio, summaries (see the class)."""
         x = self.norm(x)
-        z_next = z + self.latent_out(x[:, :, -self.num_latents:])  # residual: predict the change
-        p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
+        if self.single:  # residual: predict the change
+            z_next = z + self.latent_out(x[:, :, 0]).view_as(z)
+            p_next = proprio + self.proprio_out(x[:, :, 0]) if self.proprio_out is not None else None
+        else:
+            z_next = z + self.latent_out(x[:, :, -self.num_latents:])
+            p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
         return z_next, p_next, x.mean(2)  # summary [B, T, W] for the reward / continuation heads
 
     def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):

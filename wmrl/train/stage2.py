@@ -70,11 +70,25 @@ def encode_dataset(model: WorldModel, data: ReplayDataset, device: str = "cpu", 
     return z.view(*rows.shape, *z.shape[1:])
 
 
+def load_warm_start(model: WorldModel, payload: dict) -> None:
+    """Copy every weight of a stage-2 payload into `model` except the encoder's and latent statistics."""
+    own = ("encoder.", "latent_mean", "latent_std")
+    state = {k: v for k, v in payload["model"].items() if not k.startswith(own)}
+    mine = {k: v for k, v in model.state_dict().items() if not k.startswith(own)}
+    wrong = sorted(set(state) ^ set(mine)) + [k for k in state if k in mine and state[k].shape != mine[k].shape]
+    if wrong:
+        raise ConfigError(f"warm start: the earlier world model does not match this one ({', '.join(wrong[:3])})")
+    model.load_state_dict(state, strict=False)
+
+
 class Stage2Trainer(Trainer):
     stage = 2
 
     def __init__(self, cfg: Stage2Config, encoder_payload: dict, data: ReplayDataset, run_dir: str | Path,
-                 clip_len: int = 16, val_fraction: float = 0.1, device: str = "cpu", progress: bool = True):
+                 clip_len: int = 16, val_fraction: float = 0.1, device: str = "cpu", progress: bool = True,
+                 warm_start: dict | None = None):
+        """`warm_start`: an earlier stage-2 payload whose predictor and heads this run starts from
+        (the model-based loop's next round); the encoder and latent statistics stay this run's."""
         super().__init__(cfg, run_dir, device, progress)
         from wmrl.train.stage1 import build_model  # the stage-1 checkpoint's JEPA
 
@@ -96,6 +110,8 @@ class Stage2Trainer(Trainer):
             model = WorldModel(cfg.model, encoder, self.action_dim, self.discrete, len(self.proprio_columns))
         except ValueError as e:
             raise ConfigError(f"stage2.model: {e}") from None
+        if warm_start is not None:
+            load_warm_start(model, warm_start)
         model.to(device)
 
         train_ids, val_ids = data.split(val_fraction)
