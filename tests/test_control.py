@@ -66,8 +66,8 @@ def test_imagined_return_stops_at_termination():
     value = torch.tensor([10.0, 10.0])
     ret = imagined_return(reward, cont, 0.5, value)
     assert ret.tolist() == [1 + 0.5 + 0.25 + 0.125 * 10, 1 + 0.5]
-    z = torch.zeros(2, 3, 4, 8)
-    z[1, -1] = 1.0
+    z = torch.zeros(2, 4, 8)  # the last imagined latents
+    z[1] = 1.0
     assert goal_energy(z, torch.ones(4, 8)).tolist() == [-1.0, 0.0]
 
 
@@ -89,6 +89,10 @@ class LineWorld(torch.nn.Module):
         move = actions.float() - 1 if self.discrete else actions[..., 0].clamp(-1, 1)
         xs = x[:, None] + 0.1 * move.cumsum(1)  # [S, H]
         return xs[..., None, None], -xs.abs(), torch.ones_like(xs)
+
+    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor):
+        zs, reward, cont = self.rollout(z.expand(len(actions), *z.shape), actions)
+        return zs[:, -1], reward, cont
 
 
 def frame_of(x: float) -> np.ndarray:  # the observation LineWorld encodes as position x

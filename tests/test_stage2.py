@@ -128,6 +128,24 @@ def test_cached_rollout_equals_recomputing_the_window(discrete, step_tokens):
         assert z.shape[1] == reward.shape[1] == 12
 
 
+@pytest.mark.parametrize("step_tokens", ["per_latent", "single"])
+def test_shared_prefix_rollout_equals_the_plain_one(step_tokens):
+    wm = tiny_world_model(step_tokens=step_tokens).eval()
+    with torch.no_grad():
+        for p in wm.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_(std=0.1)
+        z = torch.randn(wm.num_latents, wm.latent_dim)
+        actions = torch.randint(0, 4, (40, 5))
+        actions[:10] = actions[10:20]  # duplicates, and many shared prefixes
+        actions[20:30, :3] = actions[0, :3]
+        last, reward, cont = wm.rollout_shared(z, actions)
+        zs, reward_ref, cont_ref = wm.rollout(z.expand(40, *z.shape), actions)
+        torch.testing.assert_close(last, zs[:, -1], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(reward, reward_ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(cont, cont_ref, atol=1e-5, rtol=1e-4)
+
+
 def test_two_hot_round_trip():
     th = TwoHot(81, 10.0)
     y = torch.tensor([0.0, 1.0, 4.0, 7.0, -3.5, 250.0])

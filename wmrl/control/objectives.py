@@ -31,8 +31,8 @@ def imagined_return(reward: torch.Tensor, cont: torch.Tensor, gamma: float,
 
 
 def goal_energy(z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """Imagined latents z [S, H, M, D], goal [M, D] -> minus the L1 of the last latent to the goal [S]."""
-    return -(z[:, -1] - goal).abs().mean((-2, -1))
+    """The last imagined latents z [S, M, D], goal [M, D] -> minus their L1 distance to the goal [S]."""
+    return -(z - goal).abs().mean((-2, -1))
 
 
 def make_objective(wm: WorldModel, z: torch.Tensor, cfg: PlannerConfig, goal: torch.Tensor | None = None) -> Objective:
@@ -44,14 +44,17 @@ def make_objective(wm: WorldModel, z: torch.Tensor, cfg: PlannerConfig, goal: to
 
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
-        start = z.expand(len(actions), *z.shape)  # [S, (C,) M, D]
-        zs, reward, cont = wm.rollout(start, actions)
+        if z.ndim == 2:  # from the current latent: candidates sharing a prefix share its compute
+            last, reward, cont = wm.rollout_shared(z, actions)
+        else:
+            zs, reward, cont = wm.rollout(z.expand(len(actions), *z.shape), actions)  # [S, H, M, D], ...
+            last = zs[:, -1]
         score = torch.zeros(len(actions))
         if cfg.reward_weight:
-            value = wm.expected_value(zs[:, -1]) if use_value else None
+            value = wm.expected_value(last) if use_value else None
             score = score + cfg.reward_weight * imagined_return(reward, cont, cfg.gamma, value)
         if cfg.goal_weight:
-            score = score + cfg.goal_weight * goal_energy(zs, goal)
+            score = score + cfg.goal_weight * goal_energy(last, goal)
         return score
 
     return objective

@@ -162,6 +162,29 @@ class WorldModel(nn.Module):
         zs, rewards, conts = zip(*outputs)
         return torch.stack(zs, 1), torch.stack(rewards, 1), torch.stack(conts, 1)
 
+    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor):
+        """What a planner scores, from one start: z [M, D], discrete actions [S, H] -> (last imagined
+        latent [S, M, D], rewards [S, H], continuation probabilities [S, H]), equal to `rollout`
+        from z repeated S times. Candidates that share a prefix of actions share its computation:
+        step t runs the predictor once per distinct prefix (at most A^t), KV cache included.
+        """
+        if not self.discrete or actions.shape[1] > self.predictor.max_steps:
+            zs, reward, cont = self.rollout(z.expand(len(actions), *z.shape), actions)
+            return zs[:, -1], reward, cont
+        a = self.action_dim
+        node = torch.zeros(len(actions), dtype=torch.long)  # each candidate's prefix node at step t-1
+        z_t, cache, rewards, conts = z[None], None, [], []
+        for t in range(actions.shape[1]):
+            # A prefix node of step t is (its parent node, the action at t); ids sort, so unique() finds them.
+            nodes, node = torch.unique(node * a + actions[:, t], return_inverse=True)
+            parent, action = nodes // a, nodes % a
+            if cache is not None:
+                cache = [(k[parent], v[parent]) for k, v in cache]
+            z_t, _, summary, cache = self.predictor.step(z_t[parent], action, None, cache)
+            rewards.append(self.twohot.decode(self.reward_head(summary))[node])
+            conts.append(torch.sigmoid(self.cont_head(summary).squeeze(-1))[node])
+        return z_t[node], torch.stack(rewards, 1), torch.stack(conts, 1)
+
     def value(self, z: torch.Tensor, target: bool = False) -> torch.Tensor:
         """z [..., M, D] -> value logits [..., bins] (of the EMA target head with target=True)."""
         return (self.value_target if target else self.value_head)(z)
