@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default
-#                 (collect Breakout -> dataset summary -> stage-1 encoder -> probes -> stage-2 world model
-#                 -> MPC planning in the real env)
+#   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default:
+#                 the model-based loop on Breakout (random data -> stage-1 encoder -> stage-2 world model
+#                 -> MPC-collected data -> updated world model), then probes, world-model evaluation
+#                 and a planned episode in the real env
 #   make test   - creates .venv, installs wmrl with every env, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,14 +22,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf data/demo runs/demo runs/demo-wm
-	$(BIN)/wmrl collect --config demo --out data/demo
-	$(BIN)/wmrl data info data/demo
-	$(BIN)/wmrl train --stage 1 --config demo --data data/demo --out runs/demo
-	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo --data data/demo
-	$(BIN)/wmrl train --stage 2 --config demo --encoder runs/demo --data data/demo --out runs/demo-wm
-	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo-wm --data data/demo --video runs/demo-wm/imagined.mp4
-	$(BIN)/wmrl plan --config demo --checkpoint runs/demo-wm --episodes 1 --max-steps 300 --video runs/demo-wm/plan.mp4
+	rm -rf runs/demo
+	$(BIN)/wmrl run --config demo --out runs/demo
+	$(BIN)/wmrl data info runs/demo/data
+	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo/encoder --data runs/demo/data
+	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo/world_model/round-1 --data runs/demo/data --video runs/demo/imagined.mp4
+	$(BIN)/wmrl plan --config demo --checkpoint runs/demo/world_model/round-1 --episodes 1 --max-steps 300 --video runs/demo/plan.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -37,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --env breakout --env reacher --env crafter
 
 clean:
-	rm -rf $(VENV) data/demo runs/demo runs/demo-wm
+	rm -rf $(VENV) runs/demo
