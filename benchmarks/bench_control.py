@@ -1,11 +1,13 @@
 """Benchmark of control speed: planner milliseconds per action, imagination vs real env steps/s.
 
 1. Planner: an `MPCAgent` with the `plan` section of `--config` (default breakout: CEM, 256
-   candidates, horizon 8, 3 iterations) over a world model with that config's stage-1 encoder and
-   stage-2 model shapes. Weights are random: the cost of a plan does not depend on their values.
-   Each action = encode the frame stack + optimize (population x iterations rollouts of
-   `horizon` steps, KV-cached). Reported: mean and median ms per action over `--actions` calls
-   after a warm-up, and the share spent encoding.
+   candidates, horizon 8, 3 iterations) over the trained world model of `--checkpoint`, or
+   without one over random weights of the config's shapes. Candidates that share an action
+   prefix share its computation, so a trained model (whose CEM distribution concentrates as it
+   would in use) and random weights cost differently: report the trained one. Each action =
+   encode the frame stack + optimize (population x iterations rollouts of `horizon` steps,
+   KV-cached), on frame stacks of a random-policy episode of the real env. Reported: mean and
+   median ms per action over `--actions` calls after a warm-up, and the time spent encoding.
 2. Imagination env: `ImaginationVecEnv` with `--num-envs` envs (one batched world-model step
    for all), random actions: steps/s summed over envs. Real env: the card's env (preprocessing
    and frame stack included), one env, random actions: steps/s. Their ratio is the speed-up.
@@ -34,6 +36,7 @@ from wmrl.control.imagination import ImaginationVecEnv
 from wmrl.envs import load_card, make_env
 from wmrl.models.vit import VisionTransformer
 from wmrl.models.world_model import WorldModel
+from wmrl.train.checkpoint import load_checkpoint
 
 TARGETS = {"ms_per_action": 20.0, "imagination_ratio": 10.0}
 
@@ -48,12 +51,23 @@ def timed(fn, seconds: float, at_least: int) -> tuple[list[float], float]:
     return times, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
 
-def bench_planner(wm: WorldModel, cfg, space: gym.Space, stack_shape, seconds: float, actions: int) -> dict:
-    agent = MPCAgent(wm, cfg, space)
-    obs = np.random.default_rng(0).integers(0, 256, (8, *stack_shape), dtype=np.uint8)
+def real_frame_stacks(env: gym.Env, count: int) -> np.ndarray:
+    """`count` consecutive frame stacks [count, K, C, H, W] of a seeded random-policy episode."""
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    stacks = [obs]
+    while len(stacks) < count:
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        stacks.append(obs if not (terminated or truncated) else env.reset()[0])
+    return np.stack(stacks)
+
+
+def bench_planner(wm: WorldModel, cfg, env: gym.Env, seconds: float, actions: int) -> dict:
+    agent = MPCAgent(wm, cfg, env.action_space)
+    obs = real_frame_stacks(env, 64)
     agent.predict(obs[0])  # warm-up
     calls = iter(range(10**9))
-    times, cores = timed(lambda: agent.predict(obs[next(calls) % 8]), seconds, actions)
+    times, cores = timed(lambda: agent.predict(obs[next(calls) % len(obs)]), seconds, actions)
     with torch.no_grad():
         enc, _ = timed(lambda: wm.encode(torch.as_tensor(obs[:1])), min(seconds, 2.0), 5)
     ms = 1000 * np.array(times)
@@ -85,8 +99,10 @@ def bench_imagination(wm: WorldModel, env: gym.Env, num_envs: int, seconds: floa
             "ratio": imagined / real_rate, "cores_used": cores, "real_cores_used": real_cores}
 
 
-def build_world_model(cfg, card) -> tuple[WorldModel, gym.Env]:
+def build_world_model(cfg, card, checkpoint: Path | None) -> tuple[WorldModel, gym.Env]:
     env = make_env(card)
+    if checkpoint is not None:
+        return WorldModel.from_checkpoint(load_checkpoint(checkpoint)), env
     k, c, h, w = env.observation_space.shape
     encoder = VisionTransformer(cfg.stage1.model.encoder, k, c, (h, w))
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
@@ -98,6 +114,7 @@ def build_world_model(cfg, card) -> tuple[WorldModel, gym.Env]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="breakout")
+    p.add_argument("--checkpoint", type=Path, help="a trained stage-2 world model of the config's env (default: random weights)")
     p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
     p.add_argument("--actions", type=int, default=10, help="planned actions at least")
     p.add_argument("--num-envs", type=int, default=64, help="imagined envs per batch")
@@ -111,19 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.actions, args.num_envs = 0.5, 2, 8
         cfg.plan.population, cfg.plan.elites = 32, 4
     card = load_card(cfg.env)
-    wm, env = build_world_model(cfg, card)
+    wm, env = build_world_model(cfg, card, args.checkpoint)
     try:
-        planner = bench_planner(wm, cfg.plan, env.action_space, env.observation_space.shape, args.seconds, args.actions)
+        planner = bench_planner(wm, cfg.plan, env, args.seconds, args.actions)
         cfg.plan.method = "mppi"
-        mppi = bench_planner(wm, cfg.plan, env.action_space, env.observation_space.shape, args.seconds, args.actions)
+        mppi = bench_planner(wm, cfg.plan, env, args.seconds, args.actions)
         imagination = bench_imagination(wm, env, args.num_envs, args.seconds)
     finally:
         env.close()
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
                "torch": torch.__version__, "load_avg": [round(x, 2) for x in os.getloadavg()],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    model = (f"encoder {cfg.stage1.model.encoder.size} ({wm.encoder.num_tokens} tokens), predictor width "
-             f"{cfg.stage2.model.width} depth {cfg.stage2.model.depth}, {wm.num_latents} latent tokens x {wm.latent_dim}")
+    m = wm.cfg
+    model = (f"encoder {wm.encoder.num_tokens} tokens x {wm.latent_dim}, predictor width {m.width} depth {m.depth}, "
+             f"{wm.num_latents} latents x {wm.latent_dim} ({m.step_tokens} tokens per step), "
+             + (f"trained: {args.checkpoint}" if args.checkpoint else "random weights"))
 
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"
