@@ -45,6 +45,20 @@ def test_categorical_cem_solves_a_combination_lock():
     assert dist.mode().tolist() == code.tolist()
 
 
+def test_batched_optimization_solves_each_problem_with_one_call_per_iteration():
+    codes = torch.tensor([[3, 1, 4, 1, 5, 0], [2, 5, 1, 0, 2, 4]])  # two locks, 6 actions, horizon 6
+    calls = []
+
+    def objective(actions):  # [N, S, H] -> [N, S]: digits right, the first ones count most
+        calls.append(actions.shape)
+        return ((actions == codes[:, None]) * torch.linspace(2, 1, 6)).sum(2)
+
+    cem = CEM(256, 32, 8, generator=torch.Generator().manual_seed(0))
+    results = cem.optimize_batch(objective, [Categorical.initial(6, 6), Categorical.initial(6, 6)])
+    assert [best.tolist() for best, _ in results] == codes.tolist()
+    assert calls == [(2, 256, 6)] * 8
+
+
 def test_categorical_first_action_is_stratified():
     dist = Categorical(torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3), smoothing=0.0)
     samples = dist.sample(8, torch.Generator().manual_seed(0))
@@ -90,8 +104,8 @@ class LineWorld(torch.nn.Module):
         xs = x[:, None] + 0.1 * move.cumsum(1)  # [S, H]
         return xs[..., None, None], -xs.abs(), torch.ones_like(xs)
 
-    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor):
-        zs, reward, cont = self.rollout(z.expand(len(actions), *z.shape), actions)
+    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor, start: torch.Tensor):
+        zs, reward, cont = self.rollout(z[start], actions)
         return zs[:, -1], reward, cont
 
 

@@ -135,12 +135,13 @@ def test_shared_prefix_rollout_equals_the_plain_one(step_tokens):
         for p in wm.parameters():
             if p.ndim == 2 and not p.any():
                 p.normal_(std=0.1)
-        z = torch.randn(wm.num_latents, wm.latent_dim)
+        z = torch.randn(3, wm.num_latents, wm.latent_dim)  # three envs' start latents
         actions = torch.randint(0, 4, (40, 5))
         actions[:10] = actions[10:20]  # duplicates, and many shared prefixes
         actions[20:30, :3] = actions[0, :3]
-        last, reward, cont = wm.rollout_shared(z, actions)
-        zs, reward_ref, cont_ref = wm.rollout(z.expand(40, *z.shape), actions)
+        start = torch.arange(40) % 3  # the same sequences from different starts stay apart
+        last, reward, cont = wm.rollout_shared(z, actions, start)
+        zs, reward_ref, cont_ref = wm.rollout(z[start], actions)
         torch.testing.assert_close(last, zs[:, -1], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(reward, reward_ref, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(cont, cont_ref, atol=1e-5, rtol=1e-4)

@@ -77,13 +77,10 @@ class MPCAgent:
         z = self.wm.encode(torch.as_tensor(obs))  # [N, M, D]
         if len(self.plans) != len(z):
             self.reset(len(z))
-        first = []
-        for i in range(len(z)):
-            objective = make_objective(self.wm, z[i], self.cfg, self.goal)
-            best, dist = self.optimizer.optimize(objective, self.plans[i] or self.initial())
-            self.plans[i] = dist.shift()
-            first.append(best[0])
-        return torch.stack(first)
+        objective = make_objective(self.wm, z, self.cfg, self.goal)  # all envs in one rollout per iteration
+        results = self.optimizer.optimize_batch(objective, [plan or self.initial() for plan in self.plans])
+        self.plans = [dist.shift() for _, dist in results]
+        return torch.stack([best[0] for best, _ in results])
 
     def predict(self, obs: np.ndarray, state=None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:

@@ -1,7 +1,8 @@
 """Scores of candidate action sequences from one batched world-model rollout.
 
-`make_objective` closes over the world model and the current latent and returns
-``objective(actions [S, H(, A)]) -> scores [S]`` for the optimizers. Its terms add up:
+`make_objective` closes over the world model and the current latents of N envs and returns
+``objective(actions [N, S, H(, A)]) -> scores [N, S]`` for the optimizers' `optimize_batch`.
+Its terms add up:
 * return: sum_t gamma^t * alive_t * r_t + gamma^H * alive_H * V(z_H), where alive_t is the
   product of the predicted continuation probabilities before step t, so nothing counts after a
   predicted termination (or, on Atari, a lost life);
@@ -36,25 +37,27 @@ def goal_energy(z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
 
 
 def make_objective(wm: WorldModel, z: torch.Tensor, cfg: PlannerConfig, goal: torch.Tensor | None = None) -> Objective:
-    """z [M, D] (the current latent) or [C, M, D] (with history, then actions carry its C-1 actions
-    first: not used by the MPC agent, which plans from the current latent alone)."""
+    """z [N, M, D]: the current latent of each of N envs (planning starts from it alone)."""
     use_value = cfg.value and wm.has_value
     if cfg.goal_weight and goal is None:
         raise ValueError("plan.goal_weight is set but no goal latent was given")
 
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
-        if z.ndim == 2:  # from the current latent: candidates sharing a prefix share its compute
-            last, reward, cont = wm.rollout_shared(z, actions)
+        n, s = actions.shape[:2]
+        flat = actions.flatten(0, 1)  # [N*S, H(, A)]
+        if wm.discrete:  # candidates sharing a start and a prefix share its compute
+            start = torch.arange(n).repeat_interleave(s)
+            last, reward, cont = wm.rollout_shared(z, flat, start)
         else:
-            zs, reward, cont = wm.rollout(z.expand(len(actions), *z.shape), actions)  # [S, H, M, D], ...
+            zs, reward, cont = wm.rollout(z.repeat_interleave(s, 0), flat)  # [N*S, H, M, D], ...
             last = zs[:, -1]
-        score = torch.zeros(len(actions))
+        score = torch.zeros(n * s)
         if cfg.reward_weight:
             value = wm.expected_value(last) if use_value else None
             score = score + cfg.reward_weight * imagined_return(reward, cont, cfg.gamma, value)
         if cfg.goal_weight:
             score = score + cfg.goal_weight * goal_energy(last, goal)
-        return score
+        return score.view(n, s)
 
     return objective

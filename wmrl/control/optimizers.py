@@ -4,7 +4,9 @@ An objective maps candidate action sequences to scores (higher is better):
 ``objective(actions) -> scores [S]`` with actions [S, H, A] float (continuous) or [S, H] long
 (discrete). An optimizer refits a sampling distribution over sequences to the best candidates and
 returns the best sequence it evaluated plus the refitted distribution, which an MPC agent shifts
-by one step to warm-start the next call.
+by one step to warm-start the next call. `optimize_batch` solves N problems at once with one
+objective call per iteration (``actions [N, S, H(, A)] -> scores [N, S]``): one batched model
+rollout for N envs costs far less than N small ones.
 
 Example:
     >>> dist = Gaussian.initial(horizon=8, low=-torch.ones(2), high=torch.ones(2), init_std=0.5)
@@ -117,15 +119,20 @@ class CEM:
     @torch.no_grad()
     def optimize(self, objective: Objective, init: Distribution) -> tuple[torch.Tensor, Distribution]:
         """Best sequence seen ([H, A] or [H]) and the distribution after the last refit."""
-        dist, best, best_score = init, None, -float("inf")
+        return self.optimize_batch(lambda actions: objective(actions[0])[None], [init])[0]
+
+    @torch.no_grad()
+    def optimize_batch(self, objective: Objective, inits: list[Distribution]) -> list[tuple[torch.Tensor, Distribution]]:
+        """N problems, one objective call per iteration: (best sequence, refitted distribution) of each."""
+        dists, best, best_score = list(inits), [None] * len(inits), [-float("inf")] * len(inits)
         for _ in range(self.iterations):
-            samples = dist.sample(self.population, self.generator)
-            scores = objective(samples).float()
-            elite_scores, idx = scores.topk(self.elites)
-            if elite_scores[0] > best_score:
-                best, best_score = samples[idx[0]], float(elite_scores[0])
-            dist = dist.fit(samples[idx], self.weights(elite_scores), self.momentum)
-        return best, dist
+            samples = torch.stack([d.sample(self.population, self.generator) for d in dists])  # [N, S, H(, A)]
+            elite_scores, idx = objective(samples).float().topk(self.elites, dim=1)  # [N, E]
+            for i, dist in enumerate(dists):
+                if elite_scores[i, 0] > best_score[i]:
+                    best[i], best_score[i] = samples[i, idx[i, 0]], float(elite_scores[i, 0])
+                dists[i] = dist.fit(samples[i, idx[i]], self.weights(elite_scores[i]), self.momentum)
+        return list(zip(best, dists))
 
 
 class MPPI(CEM):

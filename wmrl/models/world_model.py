@@ -162,18 +162,19 @@ class WorldModel(nn.Module):
         zs, rewards, conts = zip(*outputs)
         return torch.stack(zs, 1), torch.stack(rewards, 1), torch.stack(conts, 1)
 
-    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor):
-        """What a planner scores, from one start: z [M, D], discrete actions [S, H] -> (last imagined
-        latent [S, M, D], rewards [S, H], continuation probabilities [S, H]), equal to `rollout`
-        from z repeated S times. Candidates that share a prefix of actions share its computation:
-        step t runs the predictor once per distinct prefix (at most A^t), KV cache included.
+    def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor, start: torch.Tensor | None = None):
+        """What a planner scores: start latents z [N, M, D], discrete actions [S, H], start [S]
+        (which z each candidate starts from; None: all from z[0]) -> (last imagined latent
+        [S, M, D], rewards [S, H], continuation probabilities [S, H]), equal to `rollout` from
+        z[start]. Candidates that share a start and a prefix of actions share its computation:
+        step t runs the predictor once per distinct prefix (at most N·A^t), KV cache included.
         """
+        node = torch.zeros(len(actions), dtype=torch.long) if start is None else start  # each candidate's prefix node
         if not self.discrete or actions.shape[1] > self.predictor.max_steps:
-            zs, reward, cont = self.rollout(z.expand(len(actions), *z.shape), actions)
+            zs, reward, cont = self.rollout(z[node], actions)
             return zs[:, -1], reward, cont
         a = self.action_dim
-        node = torch.zeros(len(actions), dtype=torch.long)  # each candidate's prefix node at step t-1
-        z_t, cache, rewards, conts = z[None], None, [], []
+        z_t, cache, rewards, conts = z, None, [], []
         for t in range(actions.shape[1]):
             # A prefix node of step t is (its parent node, the action at t); ids sort, so unique() finds them.
             nodes, node = torch.unique(node * a + actions[:, t], return_inverse=True)
