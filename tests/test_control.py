@@ -279,3 +279,58 @@ def test_imagine_cli_trains_in_the_model_and_evaluates_in_the_real_env(world_mod
     assert (tmp_path / "ppo" / "model.zip").is_file() and "real breakout: return" in r.stdout
     r = run_cli("imagine", "--checkpoint", run, "--data", data_root, "--algo", "sac", "--out", tmp_path / "sac")
     assert r.returncode == 2 and "discrete" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_dataset_goals_choose_the_stack_that_shows_the_target_reached():
+    from types import SimpleNamespace
+
+    from wmrl.control.goals import DatasetGoals, goal_distance
+    from wmrl.envs.card import GoalSpec
+
+    # Rows: (fingertip x, y, target x, y). Row 2 has the fingertip on a far target; row 1 has it
+    # near target (0.1, 0.1) with that target drawn nearby; row 0 is far from both.
+    states = np.array([[0.0, 0.0, 0.1, 0.1], [0.09, 0.1, 0.11, 0.1], [0.1, 0.1, -0.2, 0.0]], np.float32)
+    data = SimpleNamespace(root="fake", states=states, state_layout=[("fingertip", 2), ("target", 2)],
+                           stacks=lambda rows: rows[:, None] * np.ones((1, 4), np.uint8))
+    goal = GoalSpec(achieved="fingertip", desired="target", threshold=0.05)
+    stack = DatasetGoals(data, goal).goal_stack(np.array([0.1, 0.1]))
+    assert stack.tolist() == [1, 1, 1, 1]  # the stack of row 1
+    assert goal_distance(states[1], data.state_layout, goal) == pytest.approx(0.02)
+
+
+def test_plan_with_goal_images_on_reacher(world_model_run, tmp_path):
+    import json
+
+    from conftest import run_cli
+    from test_stage1 import tiny_config
+    from test_stage2 import tiny_stage2
+
+    from wmrl.data.collect import collect, open_writer
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.envs import load_card, make_vector_env
+    from wmrl.policies import RandomPolicy
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.stage1 import Stage1Trainer
+    from wmrl.train.stage2 import Stage2Trainer
+
+    card = load_card("reacher")
+    venv = make_vector_env(card, 1, asynchronous=False)
+    try:
+        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(tmp_path / "re", card, venv, False), 150, seed=0,
+                progress=False)
+    finally:
+        venv.close()
+    data = ReplayDataset(tmp_path / "re")
+    Stage1Trainer(tiny_config(steps=2), data, tmp_path / "enc", progress=False).train()
+    Stage2Trainer(tiny_stage2(2), load_checkpoint(tmp_path / "enc"), data, tmp_path / "wm", clip_len=6,
+                  val_fraction=0.5, progress=False).train()
+    r = run_cli("plan", "--config", "reacher", "--checkpoint", tmp_path / "wm", "--goal", "from-dataset", "--episodes", 2,
+                "--max-steps", 4, "--population", 16, "--horizon", 3, "--iterations", 1, "--compare-random")
+    assert r.returncode == 0, r.stderr
+    assert "planner: success" in r.stdout and "random policy: success" in r.stdout
+    result = json.loads((tmp_path / "wm" / "plan.json").read_text())
+    assert len(result["final_distance"]) == 2 and 0 <= result["success_rate"] <= 1
+    assert len(result["random_policy"]["final_distance"]) == 2
+    _, breakout_model = world_model_run
+    r = run_cli("plan", "--env", "breakout", "--checkpoint", breakout_model, "--goal", "from-dataset", "--episodes", 1)
+    assert r.returncode == 2 and "names no goal state fields" in r.stderr and r.stderr.count("\n") == 1

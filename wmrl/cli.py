@@ -143,6 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_plan(args: argparse.Namespace) -> None:
     import json
 
+    import numpy as np
     import torch
 
     from wmrl.config import ExperimentConfig, load_experiment
@@ -170,13 +171,23 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if tuple(env.observation_space.shape) != tuple(payload["stack_shape"]):
             raise UserError(f"env card '{card.name}' gives stacks {env.observation_space.shape}, "
                             f"the world model wants {tuple(payload['stack_shape'])}")
+        goal_kwargs = goal_planning(args, card, payload, plan, env)
         try:
             agent = MPCAgent.from_checkpoint(payload, plan, env.action_space)
         except ValueError as e:
             raise UserError(str(e)) from None
+        if goal_kwargs:
+            goals = goal_kwargs.pop("goals")
+            goal_kwargs["on_reset"] = lambda info: agent.set_goal(goals(info))
         torch.manual_seed(plan.seed)
         stats, frames = run_episodes(env, agent, args.episodes, seed=args.seed, max_steps=args.max_steps,
-                                     record=1 if args.video else 0)
+                                     record=1 if args.video else 0, **goal_kwargs)
+        baseline = None
+        if args.compare_random:  # the same seeded episodes with uniform random actions
+            from wmrl.policies import RandomPolicy
+
+            baseline = run_episodes(env, RandomPolicy(env.action_space, args.seed), args.episodes, seed=args.seed,
+                                    max_steps=args.max_steps, distance=goal_kwargs.get("distance"))[0].summary()
     finally:
         env.close()
     summary = stats.summary()
@@ -185,6 +196,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
           f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "
           f"{summary['ms_per_action_mean']:.1f} ms per action ({plan.method}, {plan.population} candidates x "
           f"horizon {plan.horizon} x {plan.iterations} iterations)")
+    for name, result in (("planner", summary), ("random policy", baseline)):
+        if result is not None and "final_distance" in result:
+            d = np.array(result["final_distance"])
+            result["success_rate"] = float((d < card.goal.threshold).mean())
+            print(f"{name}: success {result['success_rate']:.2f} (final distance < {card.goal.threshold}), "
+                  f"final distance {d.mean():.3f} ± {d.std():.3f}")
+    if baseline is not None:
+        summary["random_policy"] = baseline
+        print(f"random policy: return {baseline['return_mean']:.2f} ± {baseline['return_std']:.2f}")
     if args.video:
         write_video(frames, args.video)
         print(f"video: first episode, {len(frames)} frames -> {args.video}")
@@ -193,6 +213,32 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.save_agent:
         agent.save(args.save_agent)
         print(f"agent -> {args.save_agent}")
+
+
+def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env) -> dict:
+    """For `plan --goal from-dataset`: run_episodes' keywords (`goals(info)` -> goal stack, and
+    `distance(info)`); the plan scores goal energy alone unless the config weighs it already."""
+    if args.goal is None:
+        if card.goal is not None and card.goal.achieved is not None:
+            from wmrl.control.goals import goal_distance
+
+            return {"distance": lambda info: goal_distance(info["state"], env.get_wrapper_attr("layout"), card.goal)}
+        return {}
+    from wmrl.control.goals import DatasetGoals, goal_distance, state_field
+    from wmrl.data.replay import ReplayDataset
+
+    if card.goal is None or card.goal.achieved is None or card.goal.desired is None:
+        raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
+    data = ReplayDataset(args.data or payload["dataset"])
+    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
+        raise UserError(f"{data.root} holds stacks {(data.frame_stack, *data.frame_shape)}, "
+                        f"the world model wants {tuple(payload['stack_shape'])}")
+    goals = DatasetGoals(data, card.goal)
+    if not plan.goal_weight:
+        plan.goal_weight, plan.reward_weight = 1.0, 0.0
+    layout = lambda: env.get_wrapper_attr("layout")  # noqa: E731 (set by the env's first reset)
+    return {"goals": lambda info: goals.goal_stack(state_field(info["state"], layout(), card.goal.desired)),
+            "distance": lambda info: goal_distance(info["state"], layout(), card.goal)}
 
 
 def cmd_imagine(args: argparse.Namespace) -> None:
@@ -290,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="override plan.iterations")
     p.add_argument("--video", type=Path, help="write the first episode to this .mp4")
     p.add_argument("--save-agent", type=Path, help="save the MPC agent (planner + world model) to this file")
+    p.add_argument("--goal", choices=["from-dataset"],
+                   help="goal-reaching: each episode's goal image is the dataset frame that best shows its target reached")
+    p.add_argument("--data", type=Path, help="dataset for --goal (default: the world model's)")
+    p.add_argument("--compare-random", action="store_true", help="also run the same episodes with random actions")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("imagine", help="train an SB3 algorithm inside a world model, evaluate it in the real env")

@@ -24,6 +24,10 @@ class RandomPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return self.action_space.sample()
 
+    def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        """SB3's signature, for evaluation beside other agents (one env: a single action)."""
+        return self.action_space.sample(), None
+
 
 class SB3Policy:
     """A Stable-Baselines3 model trained on the card's env with stacks flattened to [K*C, H, W]

@@ -33,15 +33,18 @@ class EpisodeStats:
 
 
 def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: int | None = None,
-                 record: int = 0, distance=None) -> tuple[EpisodeStats, list[np.ndarray]]:
+                 record: int = 0, distance=None, on_reset=None) -> tuple[EpisodeStats, list[np.ndarray]]:
     """Run `episodes` seeded episodes (seed, seed+1, ...). Returns the stats and the newest frame of
     each observation of the first `record` episodes ([C, H, W] uint8 each). `distance(info)` gives
-    a goal env's achieved-desired distance, recorded at each episode's end."""
+    a goal env's achieved-desired distance, recorded at each episode's end; `on_reset(info)` runs
+    after each reset (e.g. to give the agent the episode's goal)."""
     stats, frames = EpisodeStats(), []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
         if hasattr(agent, "reset"):
             agent.reset()
+        if on_reset is not None:
+            on_reset(info)
         total, steps, done, capped = 0.0, 0, False, False
         while not done:
             if episode < record:
