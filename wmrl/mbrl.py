@@ -19,6 +19,7 @@ resume from their checkpoints, and a round is done once `run.json` records it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -102,14 +103,14 @@ class ModelBasedRun:
         r, data = self.cfg.run, ReplayDataset(self.out / "data")
         common = dict(val_fraction=self.cfg.data.val_fraction, device=self.device, progress=self.progress)
         start = time.perf_counter()
-        stage1 = self.cfg.stage1
+        stage1 = copy.deepcopy(self.cfg.stage1)  # this round's step target; the config stays as given
         stage1.optim.steps = r.stage1_steps + index * r.stage1_round_steps
         encoder_dir = self.out / "encoder"
         trainer1 = Stage1Trainer(stage1, data, encoder_dir, **common)
         row1 = trainer1.train(resume=(encoder_dir / CHECKPOINT_NAME).is_file())
         stage1_seconds = time.perf_counter() - start
 
-        stage2 = self.cfg.stage2
+        stage2 = copy.deepcopy(self.cfg.stage2)
         stage2.optim.steps = r.stage2_steps if index == 0 else r.stage2_round_steps
         run_dir, previous = self.world_model_dir(index), self.world_model_dir(index - 1)
         resume = (run_dir / CHECKPOINT_NAME).is_file()
@@ -162,7 +163,9 @@ class ModelBasedRun:
         return self.record
 
     def report(self, row: dict) -> None:
-        ret = "-" if row["return_mean"] is None else f"{row['return_mean']:.2f}"
+        def fmt(key: str, spec: str = ".4f") -> str:  # None: nothing was left to train after a resume
+            return "-" if row[key] is None else format(row[key], spec)
+
         print(f"round {row['round']}: {row['steps']} real steps, {row['episodes']} episodes collected "
-              f"(return {ret}), stage-1 step {row['stage1_step']}, next-latent L1 {row['stage2_val_latent']:.4f} "
-              f"(copy-last {row['stage2_val_copy_last']:.4f}), {row['seconds']:.0f} s", flush=True)
+              f"(return {fmt('return_mean', '.2f')}), stage-1 step {row['stage1_step']}, next-latent L1 "
+              f"{fmt('stage2_val_latent')} (copy-last {fmt('stage2_val_copy_last')}), {row['seconds']:.0f} s", flush=True)
