@@ -30,9 +30,7 @@ def imagine(payload: dict, data_root: str | Path, algo: str, steps: int, out: st
     out = Path(out)
     wm = WorldModel.from_checkpoint(payload)
     data = ReplayDataset(data_root)
-    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
-        raise UserError(f"{data_root} holds stacks {(data.frame_stack, *data.frame_shape)}, "
-                        f"the world model wants {tuple(payload['stack_shape'])}")
+    data.require_stack_shape(payload["stack_shape"], "the world model")
     card = load_card(data.meta["wmrl"]["card"]["name"])
     env = make_env(card)
     try:

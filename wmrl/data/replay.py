@@ -63,6 +63,16 @@ class ReplayDataset:
         self.seeds = [e.seed for e in episodes]
 
     @property
+    def stack_shape(self) -> tuple[int, ...]:
+        """(K, C, H, W) of every frame stack."""
+        return (self.frame_stack, *self.frame_shape)
+
+    def require_stack_shape(self, wanted, model: str) -> None:
+        """One line naming the mismatch unless the stacks are `wanted` (K, C, H, W), as `model` needs."""
+        if self.stack_shape != tuple(wanted):
+            raise DatasetError(f"{self.root} holds stacks {self.stack_shape}, {model} wants {tuple(wanted)}")
+
+    @property
     def num_episodes(self) -> int:
         return len(self.episode_steps)
 

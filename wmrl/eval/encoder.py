@@ -95,8 +95,7 @@ def evaluate_stage1(checkpoint: str | Path, data_root: str | Path, fields: list[
         raise UserError(f"{checkpoint} is not a stage-1 checkpoint")
     stack_shape = tuple(payload["stack_shape"])
     data = ReplayDataset(data_root)
-    if (data.frame_stack, *data.frame_shape) != stack_shape:
-        raise UserError(f"{data_root} holds stacks {(data.frame_stack, *data.frame_shape)}, the encoder wants {stack_shape}")
+    data.require_stack_shape(stack_shape, "the encoder")
     trained = build_model(payload)
     torch.manual_seed(seed + 1000)
     random_init = JEPA(from_dict(Stage1Config, payload["config"]).model, stack_shape).eval()

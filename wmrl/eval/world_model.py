@@ -49,9 +49,7 @@ def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int 
     payload, wm = load_world_model(checkpoint)
     cfg = from_dict(Stage2Config, payload["config"], source="checkpoint")
     data = ReplayDataset(data_root)
-    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
-        raise UserError(f"{data_root} holds stacks {(data.frame_stack, *data.frame_shape)}, "
-                        f"the world model wants {tuple(payload['stack_shape'])}")
+    data.require_stack_shape(payload["stack_shape"], "the world model")
     if not 1 <= horizon < cfg.model.max_steps:
         raise UserError(f"--horizon must be in [1, {cfg.model.max_steps - 1}] for this model, got {horizon}")
     train_ids, val_ids = data.split(payload["val_fraction"])

@@ -41,7 +41,7 @@ class Stage1Trainer(Trainer):
                  device: str = "cpu", progress: bool = True):
         super().__init__(cfg, run_dir, device, progress)
         self.data, self.val_fraction = data, val_fraction
-        self.stack_shape = (data.frame_stack, *data.frame_shape)  # (K, C, H, W)
+        self.stack_shape = data.stack_shape  # (K, C, H, W)
         try:
             model = JEPA(cfg.model, self.stack_shape)
         except ValueError as e:  # e.g. a patch size that does not divide the frames

@@ -95,9 +95,7 @@ class Stage2Trainer(Trainer):
         if encoder_payload.get("stage") != 1:
             raise UserError("--encoder must be a stage-1 (encoder) checkpoint")
         self.stack_shape = tuple(encoder_payload["stack_shape"])
-        if (data.frame_stack, *data.frame_shape) != self.stack_shape:
-            raise UserError(f"{data.root} holds stacks {(data.frame_stack, *data.frame_shape)}, "
-                            f"the encoder wants {self.stack_shape}")
+        data.require_stack_shape(self.stack_shape, "the encoder")
         if clip_len < cfg.rollout_steps + 1 or clip_len > cfg.model.max_steps:
             raise ConfigError(f"data.clip_len {clip_len} must be in [rollout_steps + 1, model.max_steps] = "
                               f"[{cfg.rollout_steps + 1}, {cfg.model.max_steps}]")
