@@ -118,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     if args.stage == 1:
         from wmrl.eval.encoder import evaluate_stage1, format_probe_table
 
@@ -128,7 +129,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         result = evaluate_stage2(args.checkpoint, args.data, horizon=args.horizon, clips=args.clips, seed=args.seed)
         print(format_stage2_table(result))
-        run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
         plot_stage2(result, run_dir / "eval_stage2.png")
         print(f"plot: {run_dir / 'eval_stage2.png'}")
         if args.video:
@@ -136,7 +136,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
             frames = imagined_video(args.checkpoint, args.data, args.video, horizon=args.horizon, seed=args.seed)
             print(f"video: {frames} frames, real (left) vs imagined by nearest-neighbour latents (right) -> {args.video}")
-    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
 
 
@@ -171,23 +170,21 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if tuple(env.observation_space.shape) != tuple(payload["stack_shape"]):
             raise UserError(f"env card '{card.name}' gives stacks {env.observation_space.shape}, "
                             f"the world model wants {tuple(payload['stack_shape'])}")
-        goal_kwargs = goal_planning(args, card, payload, plan, env)
+        goal_of, distance = goal_planning(args, card, payload, plan, env)
         try:
             agent = MPCAgent.from_checkpoint(payload, plan, env.action_space)
         except ValueError as e:
             raise UserError(str(e)) from None
-        if goal_kwargs:
-            goals = goal_kwargs.pop("goals")
-            goal_kwargs["on_reset"] = lambda info: agent.set_goal(goals(info))
+        on_reset = None if goal_of is None else lambda info: agent.set_goal(goal_of(info))
         torch.manual_seed(plan.seed)
         stats, frames = run_episodes(env, agent, args.episodes, seed=args.seed, max_steps=args.max_steps,
-                                     record=1 if args.video else 0, **goal_kwargs)
+                                     record=1 if args.video else 0, distance=distance, on_reset=on_reset)
         baseline = None
         if args.compare_random:  # the same seeded episodes with uniform random actions
             from wmrl.policies import RandomPolicy
 
             baseline = run_episodes(env, RandomPolicy(env.action_space, args.seed), args.episodes, seed=args.seed,
-                                    max_steps=args.max_steps, distance=goal_kwargs.get("distance"))[0].summary()
+                                    max_steps=args.max_steps, distance=distance)[0].summary()
     finally:
         env.close()
     summary = stats.summary()
@@ -215,30 +212,30 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"agent -> {args.save_agent}")
 
 
-def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env) -> dict:
-    """For `plan --goal from-dataset`: run_episodes' keywords (`goals(info)` -> goal stack, and
-    `distance(info)`); the plan scores goal energy alone unless the config weighs it already."""
-    if args.goal is None:
-        if card.goal is not None and card.goal.achieved is not None:
-            from wmrl.control.goals import goal_distance
-
-            return {"distance": lambda info: goal_distance(info["state"], env.get_wrapper_attr("layout"), card.goal)}
-        return {}
+def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
+    """(goal stack of an episode from its reset info, or None; final goal distance from an info,
+    or None). With `--goal from-dataset` the plan scores goal energy alone unless the config
+    weighs it already; a goal card without `--goal` still reports distances."""
     from wmrl.control.goals import DatasetGoals, goal_distance, state_field
+
+    goal = card.goal
+    has_fields = goal is not None and goal.achieved is not None and goal.desired is not None
+    if args.goal is not None and not has_fields:
+        raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
+    if not has_fields:
+        return None, None
+    layout = lambda: env.get_wrapper_attr("layout")  # noqa: E731 (set by the env's first reset)
+    distance = lambda info: goal_distance(info["state"], layout(), goal)  # noqa: E731
+    if args.goal is None:
+        return None, distance
     from wmrl.data.replay import ReplayDataset
 
-    if card.goal is None or card.goal.achieved is None or card.goal.desired is None:
-        raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
     data = ReplayDataset(args.data or payload["dataset"])
-    if (data.frame_stack, *data.frame_shape) != tuple(payload["stack_shape"]):
-        raise UserError(f"{data.root} holds stacks {(data.frame_stack, *data.frame_shape)}, "
-                        f"the world model wants {tuple(payload['stack_shape'])}")
-    goals = DatasetGoals(data, card.goal)
+    data.require_stack_shape(payload["stack_shape"], "the world model")
+    goals = DatasetGoals(data, goal)
     if not plan.goal_weight:
         plan.goal_weight, plan.reward_weight = 1.0, 0.0
-    layout = lambda: env.get_wrapper_attr("layout")  # noqa: E731 (set by the env's first reset)
-    return {"goals": lambda info: goals.goal_stack(state_field(info["state"], layout(), card.goal.desired)),
-            "distance": lambda info: goal_distance(info["state"], layout(), card.goal)}
+    return (lambda info: goals.goal_stack(state_field(info["state"], layout(), goal.desired))), distance
 
 
 def cmd_imagine(args: argparse.Namespace) -> None:

@@ -45,13 +45,9 @@ def make_objective(wm: WorldModel, z: torch.Tensor, cfg: PlannerConfig, goal: to
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
         n, s = actions.shape[:2]
-        flat = actions.flatten(0, 1)  # [N*S, H(, A)]
-        if wm.discrete:  # candidates sharing a start and a prefix share its compute
-            start = torch.arange(n).repeat_interleave(s)
-            last, reward, cont = wm.rollout_shared(z, flat, start)
-        else:
-            zs, reward, cont = wm.rollout(z.repeat_interleave(s, 0), flat)  # [N*S, H, M, D], ...
-            last = zs[:, -1]
+        start = torch.arange(n).repeat_interleave(s)  # candidate i*S + j plans for env i
+        # Discrete candidates that share a start and a prefix share its compute.
+        last, reward, cont = wm.rollout_shared(z, actions.flatten(0, 1), start)  # [N*S, M, D], [N*S, H] x 2
         score = torch.zeros(n * s)
         if cfg.reward_weight:
             value = wm.expected_value(last) if use_value else None

@@ -163,11 +163,12 @@ class WorldModel(nn.Module):
         return torch.stack(zs, 1), torch.stack(rewards, 1), torch.stack(conts, 1)
 
     def rollout_shared(self, z: torch.Tensor, actions: torch.Tensor, start: torch.Tensor | None = None):
-        """What a planner scores: start latents z [N, M, D], discrete actions [S, H], start [S]
+        """What a planner scores: start latents z [N, M, D], actions [S, H(, A)], start [S]
         (which z each candidate starts from; None: all from z[0]) -> (last imagined latent
         [S, M, D], rewards [S, H], continuation probabilities [S, H]), equal to `rollout` from
-        z[start]. Candidates that share a start and a prefix of actions share its computation:
-        step t runs the predictor once per distinct prefix (at most N·A^t), KV cache included.
+        z[start]. Discrete candidates that share a start and a prefix of actions share its
+        computation: step t runs the predictor once per distinct prefix (at most N·A^t), KV cache
+        included. Continuous actions (and horizons past the window) take the plain rollout.
         """
         node = torch.zeros(len(actions), dtype=torch.long) if start is None else start  # each candidate's prefix node
         if not self.discrete or actions.shape[1] > self.predictor.max_steps:
