@@ -15,6 +15,21 @@ def run_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
                           timeout=timeout, **kwargs)
 
 
+def collect_random(card_name: str, out, steps: int):
+    """A replay dataset of `steps` seeded random-policy steps from one env of a shipped card, at `out`."""
+    from wmrl.data.collect import collect, open_writer
+    from wmrl.envs import load_card, make_vector_env
+    from wmrl.policies import RandomPolicy
+
+    card = load_card(card_name)
+    venv = make_vector_env(card, 1, asynchronous=False)
+    try:
+        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(out, card, venv, False), steps, seed=0, progress=False)
+    finally:
+        venv.close()
+    return out
+
+
 class RecordingPolicy:
     """A seeded random policy that remembers every observation batch it was shown."""
 

@@ -301,26 +301,16 @@ def test_dataset_goals_choose_the_stack_that_shows_the_target_reached():
 def test_plan_with_goal_images_on_reacher(world_model_run, tmp_path):
     import json
 
-    from conftest import run_cli
+    from conftest import collect_random, run_cli
     from test_stage1 import tiny_config
     from test_stage2 import tiny_stage2
 
-    from wmrl.data.collect import collect, open_writer
     from wmrl.data.replay import ReplayDataset
-    from wmrl.envs import load_card, make_vector_env
-    from wmrl.policies import RandomPolicy
     from wmrl.train.checkpoint import load_checkpoint
     from wmrl.train.stage1 import Stage1Trainer
     from wmrl.train.stage2 import Stage2Trainer
 
-    card = load_card("reacher")
-    venv = make_vector_env(card, 1, asynchronous=False)
-    try:
-        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(tmp_path / "re", card, venv, False), 150, seed=0,
-                progress=False)
-    finally:
-        venv.close()
-    data = ReplayDataset(tmp_path / "re")
+    data = ReplayDataset(collect_random("reacher", tmp_path / "re", 150))
     Stage1Trainer(tiny_config(steps=2), data, tmp_path / "enc", progress=False).train()
     Stage2Trainer(tiny_stage2(2), load_checkpoint(tmp_path / "enc"), data, tmp_path / "wm", clip_len=6,
                   val_fraction=0.5, progress=False).train()

@@ -9,19 +9,16 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import collect_random, run_cli
 
 from wmrl.config import ExperimentConfig, from_dict, load_yaml
-from wmrl.data.collect import collect, open_writer
 from wmrl.data.replay import ReplayDataset
-from wmrl.envs import load_card, make_vector_env
 from wmrl.errors import ConfigError
 from wmrl.models.config import EncoderConfig, JEPAConfig, MaskConfig, PredictorConfig
 from wmrl.models.jepa import JEPA
 from wmrl.models.masks import sample_masks
 from wmrl.models.config import SIZES
 from wmrl.models.vit import VisionTransformer, sincos_3d
-from wmrl.policies import RandomPolicy
 from wmrl.train.config import OptimConfig, Stage1Config
 from wmrl.train.stage1 import Stage1Trainer
 
@@ -46,14 +43,7 @@ def tiny_config(steps=40) -> Stage1Config:
 
 @pytest.fixture(scope="module")
 def breakout_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("s1") / "bo"
-    card = load_card("breakout")
-    venv = make_vector_env(card, 1, asynchronous=False)
-    try:
-        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(out, card, venv, False), 600, seed=0, progress=False)
-    finally:
-        venv.close()
-    return out
+    return collect_random("breakout", tmp_path_factory.mktemp("s1") / "bo", 600)
 
 
 def test_encoder_shapes_sizes_and_positions():

@@ -5,19 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import collect_random, run_cli
 
 from wmrl.config import ExperimentConfig, from_dict
-from wmrl.data.collect import collect, open_writer
 from wmrl.data.replay import ReplayDataset
-from wmrl.envs import load_card, make_vector_env
 from wmrl.errors import ConfigError
 from wmrl.models.ac_predictor import block_causal_mask
 from wmrl.models.config import EncoderConfig, WorldModelConfig
 from wmrl.models.heads import TwoHot
 from wmrl.models.vit import VisionTransformer
 from wmrl.models.world_model import WorldModel
-from wmrl.policies import RandomPolicy
 from wmrl.train.checkpoint import load_checkpoint
 from wmrl.train.config import OptimConfig, Stage2Config
 from wmrl.train.stage1 import Stage1Trainer
@@ -46,13 +43,7 @@ def tiny_world_model(discrete=True, proprio=0, value=True, step_tokens="per_late
 def encoder_run(tmp_path_factory):
     """A tiny Breakout dataset (with lives) and a stage-1 encoder trained on it for a few steps."""
     root = tmp_path_factory.mktemp("s2")
-    card = load_card("breakout")
-    venv = make_vector_env(card, 1, asynchronous=False)
-    try:
-        collect(venv, RandomPolicy(venv.action_space, 0), open_writer(root / "bo", card, venv, False), 600, seed=0,
-                progress=False)
-    finally:
-        venv.close()
+    collect_random("breakout", root / "bo", 600)
     Stage1Trainer(tiny_config(steps=4), ReplayDataset(root / "bo"), root / "enc", progress=False).train()
     return root / "bo", root / "enc"
 
