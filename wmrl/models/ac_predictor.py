@@ -96,12 +96,17 @@ class ACPredictor(nn.Module):
         start = 0 if cache is None else cache[0][0].shape[2] // self.tokens_per_step
         x = self.embed(z[:, None], action[:, None], None if proprio is None else proprio[:, None], start)
         b, _, s, w = x.shape
-        x, new_cache = x.view(b, s, w), []
+        x, new_cache = self.extend(x.view(b, s, w), cache)
+        z_next, p_next, summary = self.readout(x.view(b, 1, s, w), z[:, None], None if proprio is None else proprio[:, None])
+        return z_next[:, 0], None if p_next is None else p_next[:, 0], summary[:, 0], new_cache
+
+    def extend(self, x: torch.Tensor, cache: list | None) -> tuple[torch.Tensor, list]:
+        """One step's tokens x [B, S, W] through every block, attending to the cache -> (outputs, grown cache)."""
+        new_cache = []
         for i, block in enumerate(self.blocks):
             x, kv = block.extend(x, None if cache is None else cache[i])
             new_cache.append(kv)
-        z_next, p_next, summary = self.readout(x.view(b, 1, s, w), z[:, None], None if proprio is None else proprio[:, None])
-        return z_next[:, 0], None if p_next is None else p_next[:, 0], summary[:, 0], new_cache
+        return x, new_cache
 
     def step_embedded(self, e: torch.Tensor, action: torch.Tensor, cache: list | None):
         """`step` for single-token steps without proprio, on the embedded latent e = latent_in(z) [B, W]
@@ -110,11 +115,8 @@ class ACPredictor(nn.Module):
         if not self.single or self.proprio_in is not None:
             raise ValueError("step_embedded needs step_tokens: single and no proprio")
         start = 0 if cache is None else cache[0][0].shape[2]
-        x = (e + self.action_in(action if self.discrete else action.float()) + self.slot[0, 0, 0] + self.time[0, start, 0])[:, None]
-        new_cache = []
-        for i, block in enumerate(self.blocks):
-            x, kv = block.extend(x, None if cache is None else cache[i])
-            new_cache.append(kv)
+        x = e + self.action_in(action if self.discrete else action.float()) + self.slot[0, 0, 0] + self.time[0, start, 0]
+        x, new_cache = self.extend(x[:, None], cache)
         return self.norm(x[:, 0]), new_cache
 
     def latent_update(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,9 +177,10 @@ class WorldModel(nn.Module):
         p, a = self.predictor, self.action_dim
         # Single-token steps carry the 64-wide embedded latent (`step_embedded`), others z itself.
         fast = p.single and p.proprio_in is None
-        state = p.latent_in(z.flatten(1)) if fast else z  # [N, W] or [N, M, D]
-        update, update_bias = p.latent_update() if fast else (None, None)
-        root, h_sum = torch.arange(len(z)), torch.zeros(len(z), p.norm.normalized_shape[0])  # per node
+        state = z  # per node: z [., M, D], or on the fast path e [., W] plus its root and sum of outputs
+        if fast:
+            state, (update, update_bias) = p.latent_in(z.flatten(1)), p.latent_update()
+            root, h_sum = torch.arange(len(z)), torch.zeros(len(z), update.shape[0])
         cache, rewards, conts = None, [], []
         for t in range(actions.shape[1]):
             # A prefix node of step t is (its parent node, the action at t); ids sort, so unique() finds them.
