@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from wmrl.data.replay import ReplayDataset
+from wmrl.data.replay import ReplayDataset, state_spans
 from wmrl.envs.card import GoalSpec
 from wmrl.errors import UserError
 
 
 def state_field(state: np.ndarray, layout: list[tuple[str, int]], name: str) -> np.ndarray:
     """The named field of a state vector [..., S] laid out as (name, size) pairs -> [..., size]."""
-    start = 0
-    for field_name, size in layout:
-        if field_name == name:
-            return state[..., start:start + size]
-        start += size
-    raise UserError(f"the env records no state field '{name}' (fields: {', '.join(n for n, _ in layout)})")
+    spans = state_spans(layout)
+    if name not in spans:
+        raise UserError(f"the env records no state field '{name}' (fields: {', '.join(spans)})")
+    return state[..., spans[name]]
 
 
 def goal_distance(state: np.ndarray, layout: list[tuple[str, int]], goal: GoalSpec) -> float:

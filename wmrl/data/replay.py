@@ -18,6 +18,15 @@ from wmrl.data.store import pad_last, read_episode, read_metadata
 from wmrl.errors import DatasetError
 
 
+def state_spans(layout: list[tuple[str, int]]) -> dict[str, slice]:
+    """(name, size) pairs of a state vector, in order -> each field's columns."""
+    spans, start = {}, 0
+    for name, size in layout:
+        spans[name] = slice(start, start + size)
+        start += size
+    return spans
+
+
 @dataclass
 class Batch:
     obs: np.ndarray  # [B, T, K, C, H, W] uint8
@@ -39,10 +48,7 @@ class ReplayDataset:
         self.frame_shape = tuple(info["frame_shape"])  # (C, H, W)
         self.frame_stack = int(info["frame_stack"])  # K
         self.state_layout = [tuple(x) for x in info.get("state_layout", [])]
-        self.state_spans, start = {}, 0  # field name -> its columns of the state vector
-        for name, size in self.state_layout:
-            self.state_spans[name] = slice(start, start + size)
-            start += size
+        self.state_spans = state_spans(self.state_layout)  # field name -> its columns of the state vector
         n = self.meta["total_episodes"]
         if n == 0:
             raise DatasetError(f"dataset {root} has no episodes")
