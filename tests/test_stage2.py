@@ -18,7 +18,7 @@ from wmrl.models.world_model import WorldModel
 from wmrl.train.checkpoint import load_checkpoint
 from wmrl.train.config import OptimConfig, Stage2Config
 from wmrl.train.stage1 import Stage1Trainer
-from wmrl.train.stage2 import Stage2Trainer, continuation, state_columns
+from wmrl.train.stage2 import Stage2Trainer, continuation, lambda_returns, state_columns
 from test_stage1 import TINY_YAML, tiny_config
 
 TINY_STAGE2 = """
@@ -145,6 +145,19 @@ def test_two_hot_round_trip():
     torch.testing.assert_close(target.sum(-1), torch.ones(6))
     assert ((target > 0).sum(-1) <= 2).all()
     torch.testing.assert_close(th.decode(torch.log(target + 1e-12)), y, rtol=1e-3, atol=1e-3)
+
+
+def test_lambda_returns_span_one_step_td_to_the_clip_return():
+    reward = torch.tensor([[0.0, 1.0, 0.0, 2.0]])
+    cont = torch.tensor([[1.0, 1.0, 0.0, 1.0]])  # a life is lost after transition 2
+    bootstrap = torch.tensor([[0.5, 0.25, 3.0, 4.0]])  # V(z_{t+1})
+    td = lambda_returns(reward, cont, bootstrap, 0.9, 0.0)
+    torch.testing.assert_close(td, reward + 0.9 * cont * bootstrap)
+    full = lambda_returns(reward, cont, bootstrap, 0.9, 1.0)
+    # lambda = 1: rewards summed up to the life loss, nothing after it; the last step bootstraps
+    torch.testing.assert_close(full, torch.tensor([[0.9, 1.0, 0.0, 2.0 + 0.9 * 4.0]]))
+    half = lambda_returns(reward, cont, bootstrap, 0.9, 0.5)
+    assert torch.all((half - td).abs() <= (full - td).abs() + 1e-6)  # lies between the two
 
 
 def test_life_loss_ends_continuation(encoder_run):

@@ -64,6 +64,7 @@ class Stage2Config(LoopConfig):
     value_weight: float = 0.5
     discount: float = 0.99
     value_ema: float = 0.98  # momentum of the value head's TD target copy
+    value_lambda: float = 0.95  # TD(lambda) over the clip: 0 = one-step TD, 1 = the clip's whole return
     life_loss: bool = True  # a lost life (state field "lives" falls) ends the continuation, as a terminal
 
     def __post_init__(self):
@@ -72,3 +73,5 @@ class Stage2Config(LoopConfig):
             raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
         if not 0.0 < self.discount <= 1.0 or not 0.0 <= self.value_ema < 1.0:
             raise ValueError("discount must be in (0, 1] and value_ema in [0, 1)")
+        if not 0.0 <= self.value_lambda <= 1.0:
+            raise ValueError("value_lambda must be in [0, 1]")

@@ -8,7 +8,10 @@ Per clip of T observations, with transitions t = 0..T-2:
 * rollout: from z_0 alone, `rollout_steps` predictions fed back as inputs (gradients flow
   through them), so the model learns to consume its own outputs as a planner will;
 * reward r_t (symlog two-hot), continuation 1 - (terminated_t or a life lost at t+1) by BCE;
-* value V(z_t) by TD: r_t + discount * cont_t * V_target(z_{t+1}), V_target an EMA copy.
+* value V(z_t) by TD(lambda) over the clip, bootstrapped from V_target (an EMA copy):
+  G_t = r_t + discount * cont_t * ((1 - lambda) V_target(z_{t+1}) + lambda G_{t+1}). One-step TD
+  propagates a reward back one step per target update; a life lost 30 steps after a missed ball
+  needs the longer return to reach the states where the paddle could still have moved.
 """
 
 from __future__ import annotations
@@ -24,6 +27,18 @@ from wmrl.errors import ConfigError, UserError
 from wmrl.models.world_model import WorldModel
 from wmrl.train.config import Stage2Config
 from wmrl.train.trainer import Trainer
+
+
+def lambda_returns(reward: torch.Tensor, cont: torch.Tensor, bootstrap: torch.Tensor,
+                   discount: float, lam: float) -> torch.Tensor:
+    """TD(lambda) targets [B, T] of transitions t with reward r_t, continuation c_t and
+    bootstrap V(z_{t+1}), all [B, T]; the last transition bootstraps fully."""
+    returns = torch.empty_like(reward)
+    ahead = bootstrap[:, -1]
+    for t in reversed(range(reward.shape[1])):
+        ahead = reward[:, t] + discount * cont[:, t] * ((1 - lam) * bootstrap[:, t] + lam * ahead)
+        returns[:, t] = ahead
+    return returns
 
 
 def action_spec(data: ReplayDataset) -> tuple[int, bool]:
@@ -159,7 +174,7 @@ class Stage2Trainer(Trainer):
         if cfg.model.value:
             with torch.no_grad():
                 bootstrap = wm.twohot.decode(wm.value(z[:, 1:], target=True))  # [B, T-1]
-                target = reward[:, :-1] + cfg.discount * cont[:, :-1] * bootstrap
+                target = lambda_returns(reward[:, :-1], cont[:, :-1], bootstrap, cfg.discount, cfg.value_lambda)
             terms["value"] = wm.twohot.loss(out["value_logits"], target)
         return terms
 
