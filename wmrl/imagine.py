@@ -53,10 +53,10 @@ def imagine(payload: dict, data_root: str | Path, algo: str, steps: int, out: st
         learn_seconds = time.perf_counter() - start
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.zip")
-        stats, _ = run_episodes(env, LatentPolicy(wm, model), eval_episodes, seed=seed, max_steps=max_steps)
+        stats = run_episodes(env, LatentPolicy(wm, model), eval_episodes, seed=seed, max_steps=max_steps)[0] if eval_episodes else None
     finally:
         env.close()
     result = {"env": card.name, "algo": algo, "imagined_steps": model.num_timesteps, "learn_seconds": learn_seconds,
-              "imagined_steps_per_second": model.num_timesteps / learn_seconds, **stats.summary()}
+              "imagined_steps_per_second": model.num_timesteps / learn_seconds, **(stats.summary() if stats else {})}
     (out / "imagine.json").write_text(json.dumps(result, indent=1))
     return result

@@ -1,0 +1,213 @@
+"""The agents a benchmark compares. Each trains at a budget of real env agent steps inside its own
+run folder, resumes there after a kill, and hands back a policy with SB3's ``predict`` that the
+runner evaluates like every other agent (same card, same seeds, full episodes).
+
+    random          uniform actions; no training
+    ppo a2c dqn     SB3 model-free baselines on the card's frame stacks (CnnPolicy); dqn: discrete
+    sac             SB3 SAC, continuous actions
+    wmrl-mpc        `wmrl run`: collect -> stage 1 -> stage 2 rounds, then the MPC planner
+    wmrl-imagine    an SB3 policy trained in the imagination env of the wmrl-mpc run's last world
+                    model (the same seed's folder, so no extra real steps)
+
+SB3 agents learn from the card's env with the Atari conventions the published baselines use:
+rewards clipped to [-1, 1] and a lost life as a terminal, for learning only; the curve and the
+evaluation count full episodes and raw rewards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from wmrl.envs import make_env
+from wmrl.envs.card import EnvCard
+from wmrl.envs.wrappers import StackToChannels
+from wmrl.errors import UserError
+
+AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl-mpc", "wmrl-imagine")
+DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac"}
+
+# SB3 zoo Atari settings, with DQN's replay sized to a 100k budget (zoo: 10M steps).
+SB3_SETTINGS = {
+    "ppo": dict(n_envs=8, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
+                ent_coef=0.01, vf_coef=0.5),
+    "a2c": dict(n_envs=16, ent_coef=0.01, vf_coef=0.25),
+    "dqn": dict(n_envs=1, buffer_size=100_000, learning_rate=1e-4, batch_size=32, learning_starts=1000,
+                target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_fraction=0.1,
+                exploration_final_eps=0.01),
+    "sac": dict(n_envs=1, buffer_size=100_000, learning_starts=1000, batch_size=256),
+}
+CHUNKS = 10  # an SB3 run saves (model, replay buffer) this many times, so a kill loses at most a tenth
+
+
+def supports(agent: str, card: EnvCard) -> bool:
+    discrete = card.action.type == "discrete"
+    return not (agent in DISCRETE_ONLY and not discrete or agent in CONTINUOUS_ONLY and discrete)
+
+
+class LifeLossTerminal(gym.Wrapper):
+    """A lost life ends the learning episode (``info["lives"]`` drops); the env is reset only when
+    the game is really over, so learning sees every life as an episode of the same game."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives, self.game_over = 0, True
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:  # continue the game: one no-op step past the lost life (FireOnLifeLoss serves again)
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.lives, self.game_over = info.get("lives", 0), False
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = info.get("lives", 0)
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+
+def sb3_training_env(card: EnvCard, folder: Path, index: int) -> gym.Env:
+    from stable_baselines3.common.monitor import Monitor
+
+    env = make_env(card)
+    env = Monitor(env, str(folder / f"{index}"), override_existing=False)  # full episodes, raw rewards
+    if "ale_py" in card.imports:
+        env = gym.wrappers.ClipReward(LifeLossTerminal(env), -1.0, 1.0)
+    return StackToChannels(env)
+
+
+class SB3Agent:
+    """An SB3 model acting on [K, C, H, W] stacks (it learned on [K*C, H, W])."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+        obs = np.asarray(obs)
+        return self.model.predict(obs.reshape(-1, *self.model.observation_space.shape)[0], deterministic=deterministic)
+
+
+def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False) -> SB3Agent:
+    """Learn `budget` agent steps in `chunks`, saving after each; a rerun continues from the last save."""
+    import stable_baselines3
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    settings = dict(SB3_SETTINGS[algo])
+    n_envs = settings.pop("n_envs")
+    monitors = folder / "monitor"
+    monitors.mkdir(parents=True, exist_ok=True)
+    venv = DummyVecEnv([lambda i=i: sb3_training_env(card, monitors, i) for i in range(n_envs)])
+    cls = getattr(stable_baselines3, algo.upper())
+    model_path, buffer_path = folder / "model.zip", folder / "replay_buffer.pkl"
+    if model_path.is_file():
+        model = cls.load(model_path, env=venv, device="cpu")
+        if buffer_path.is_file():
+            model.load_replay_buffer(buffer_path)
+    else:
+        policy = "CnnPolicy" if len(venv.observation_space.shape) == 3 else "MlpPolicy"
+        model = cls(policy, venv, seed=seed, device="cpu", verbose=0, **settings)
+    chunk = max(1, budget // CHUNKS)
+    while model.num_timesteps < budget:
+        model.learn(min(chunk, budget - model.num_timesteps), reset_num_timesteps=False, progress_bar=progress)
+        model.save(model_path)
+        if hasattr(model, "save_replay_buffer"):
+            model.save_replay_buffer(buffer_path)
+    venv.close()
+    return SB3Agent(model)
+
+
+def sb3_curve(folder: Path) -> list[tuple[int, float]]:
+    """(agent steps at the episode's end, full-episode return) over all envs, in wall-time order."""
+    rows = []
+    for path in sorted((folder / "monitor").glob("*.monitor.csv")):
+        lines = path.read_text().splitlines()[2:]  # a JSON header line, then "r,l,t"
+        rows += [tuple(map(float, line.split(",")[:3])) for line in lines if line]
+    rows.sort(key=lambda r: r[2])
+    steps = np.cumsum([r[1] for r in rows]).astype(int)
+    return [(int(s), r[0]) for s, r in zip(steps, rows)]
+
+
+def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False):
+    """The model-based loop in `folder`; returns the run (resumed if the folder holds one)."""
+    from wmrl.config import load_experiment
+    from wmrl.mbrl import ModelBasedRun
+
+    if (folder / "run.json").is_file():
+        run = ModelBasedRun.resume(folder, budget=budget, progress=progress)
+    else:
+        cfg = load_experiment(config)
+        if cfg.env != card.name:
+            raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
+        cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = budget, seed, 0  # the runner evaluates
+        run = ModelBasedRun(cfg, folder, progress=progress)
+    run.run()
+    return run
+
+
+def mpc_curve(folder: Path) -> list[tuple[int, float]]:
+    """(real steps at the round's end, mean return of the episodes that round collected)."""
+    rounds = json.loads((folder / "run.json").read_text())["rounds"]
+    return [(r["steps"], r["return_mean"]) for r in rounds if r["return_mean"] is not None]
+
+
+def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path, config: str,
+                imagine_steps: int, progress: bool = False):
+    """Train `agent` (resuming in `folder`); returns (policy with SB3's predict, curve rows)."""
+    from wmrl.control.agent import MPCAgent
+    from wmrl.policies import RandomPolicy
+    from wmrl.train.checkpoint import load_checkpoint
+
+    if agent == "random":
+        return RandomPolicy(make_env(card).action_space, seed), []
+    if agent in SB3_SETTINGS:
+        return train_sb3(card, agent, budget, seed, folder, progress), sb3_curve(folder)
+    mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
+    run = wmrl_run(card, config, budget, seed, mbrl, progress)
+    payload = load_checkpoint(run.world_model_dir(len(run.record["rounds"]) - 1))
+    if agent == "wmrl-mpc":
+        return MPCAgent.from_checkpoint(payload, run.cfg.plan, make_env(card).action_space), mpc_curve(mbrl)
+    if agent == "wmrl-imagine":
+        from wmrl.control.imagination import LatentPolicy
+        from wmrl.imagine import imagine
+        from wmrl.models.world_model import WorldModel
+
+        from stable_baselines3 import PPO
+
+        if not (folder / "model.zip").is_file():  # no mid-run resume: imagination is cheap beside the real run
+            imagine(payload, mbrl / "data", "ppo", imagine_steps, folder, eval_episodes=0, seed=seed, progress=progress)
+        model = PPO.load(folder / "model.zip", device="cpu")
+        return LatentPolicy(WorldModel.from_checkpoint(payload), model), []
+    raise UserError(f"unknown agent '{agent}' (agents: {', '.join(AGENTS)})")
+
+
+def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | None = None) -> dict:
+    """Full episodes from seeds seed, seed+1, ...; goal cards add the final distance and success."""
+    from wmrl.control.goals import goal_distance
+    from wmrl.eval.episodes import run_episodes
+
+    env = make_env(card)
+    distance = None
+    if card.goal is not None and card.goal.achieved is not None:
+        distance = lambda info: goal_distance(info["state"], env.get_wrapper_attr("layout"), card.goal)  # noqa: E731
+    try:
+        start = time.perf_counter()
+        stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, distance=distance)
+    finally:
+        env.close()
+    out = stats.summary()
+    out["eval_seconds"] = time.perf_counter() - start
+    if distance is not None:
+        out["success_rate"] = float((np.array(stats.final_distance) < card.goal.threshold).mean())
+    return out
+

@@ -1,0 +1,154 @@
+"""Tables and plots from saved benchmark cells (`wmrl bench --report DIR`).
+
+Per env and agent, over seeds: the mean ± std and the interquartile mean (IQM) of the per-seed
+mean evaluation return, the human-normalised score where the card has reference scores, the
+success rate on goal cards, and learning curves (return vs env steps). Published numbers sit in
+their own, labelled table: they come from other code, budgets and machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from wmrl.envs import load_card
+from wmrl.errors import UserError
+
+# shared/PROTOCOL.md: paper tables at 100k agent steps (Atari) and the authors' own settings.
+PUBLISHED = {
+    "breakout": [("random", 1.7), ("human", 30.5), ("SimPLe", 16.4), ("TWM", 20.0), ("STORM", 15.9),
+                 ("DreamerV3", 31.0), ("IRIS", 83.7), ("DIAMOND", 132.5), ("BBF", 370.6), ("EfficientZero", 414.1)],
+}
+
+
+def iqm(x: np.ndarray) -> float:
+    """Mean of the middle half (25th-75th percentile ranks); with < 4 values, the plain mean."""
+    x = np.sort(np.asarray(x, float))
+    if len(x) < 4:
+        return float(x.mean())
+    lo, hi = int(np.floor(len(x) * 0.25)), int(np.ceil(len(x) * 0.75))
+    return float(x[lo:hi].mean())
+
+
+def load_results(root: Path) -> list[dict]:
+    results = []
+    for path in sorted(root.glob("**/result.json")):
+        try:
+            results.append({**json.loads(path.read_text()), "folder": path.parent})
+        except json.JSONDecodeError:
+            raise UserError(f"corrupt benchmark result {path}: remove it to rerun that cell") from None
+    return results
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["env"], r["agent"], r["budget"])].append(r)
+    rows = []
+    for (env, agent, budget), rs in sorted(groups.items()):
+        means = np.array([r["return_mean"] for r in rs])
+        row = {"env": env, "agent": agent, "budget": budget, "seeds": len(rs),
+               "episodes": sum(r["episodes"] for r in rs), "return_mean": float(means.mean()),
+               "return_std": float(means.std()), "return_iqm": iqm(means),
+               "train_hours": sum(r["train_seconds"] for r in rs) / 3600 / len(rs),
+               "ms_per_action": float(np.mean([r["ms_per_action_mean"] for r in rs]))}
+        ref = load_card(env).reference_scores
+        if ref:
+            row["hns"] = (row["return_mean"] - ref["random"]) / (ref["human"] - ref["random"])
+        if all("success_rate" in r for r in rs):
+            row["success_rate"] = float(np.mean([r["success_rate"] for r in rs]))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| env | agent | env steps | seeds | return mean ± std | IQM | human-norm. | success | train h/seed | ms/action |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hns = f"{r['hns']:.3f}" if "hns" in r else "–"
+        success = f"{r['success_rate']:.2f}" if "success_rate" in r else "–"
+        lines.append(f"| {r['env']} | {r['agent']} | {r['budget']:,} | {r['seeds']} | {r['return_mean']:.2f} ± "
+                     f"{r['return_std']:.2f} | {r['return_iqm']:.2f} | {hns} | {success} | {r['train_hours']:.2f} | "
+                     f"{r['ms_per_action']:.1f} |")
+    envs = sorted({r["env"] for r in rows} & set(PUBLISHED))
+    for env in envs:
+        lines += ["", f"Published {env} at 100k agent steps (paper tables, other code and machines; not measured here):",
+                  "", "| method | return |", "|---|---|"]
+        lines += [f"| {name} | {score} |" for name, score in PUBLISHED[env]]
+    return "\n".join(lines) + "\n"
+
+
+def read_curve(folder: Path) -> np.ndarray:
+    """[E, 2]: env steps, return of each full episode seen while learning."""
+    path = folder / "curve.csv"
+    if not path.is_file():
+        return np.zeros((0, 2))
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    return np.array(rows, float).reshape(-1, 2)
+
+
+def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
+    """One PNG per env: per agent, the return of learning episodes binned over env steps and
+    averaged over seeds (each seed's bin mean first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env in sorted({r["env"] for r in results}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for agent in sorted({r["agent"] for r in results if r["env"] == env}):
+            rs = [r for r in results if r["env"] == env and r["agent"] == agent]
+            budget = max(r["budget"] for r in rs)
+            edges = np.linspace(0, budget, points + 1)
+            per_seed = []
+            for r in rs:
+                c = read_curve(Path(r["folder"]))
+                idx = np.digitize(c[:, 0], edges[1:-1]) if len(c) else np.zeros(0, int)
+                per_seed.append([c[idx == b, 1].mean() if (idx == b).any() else np.nan for b in range(points)])
+            curve = np.nanmean(np.array(per_seed, float), 0) if per_seed else np.full(points, np.nan)
+            if np.isfinite(curve).any():
+                ax.plot((edges[:-1] + edges[1:]) / 2, curve, marker=".", label=agent)
+            ax.axhline(np.mean([r["return_mean"] for r in rs]), ls=":", lw=0.8, color=ax.lines[-1].get_color()
+                       if ax.lines else None)
+        ax.set(xlabel="env steps", ylabel="episode return (learning)", title=f"{env}: learning curves; dotted = final eval")
+        ax.legend(fontsize=8)
+        path = out / f"curves_{env}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(root: str | Path) -> Path:
+    """Rebuild report.md, summary.csv and curves_<env>.png in `root` from its cells."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"no benchmark results at {root}")
+    results = load_results(root)
+    if not results:
+        raise UserError(f"no finished benchmark cells (result.json) under {root}")
+    rows = summarise(results)
+    with open(root / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    cell = json.loads(next(Path(results[0]["folder"]).glob("cell.json")).read_text())
+    m = cell["machine"]
+    text = (f"# Benchmark results: {root.name}\n\n"
+            "Protocol: shared/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
+            "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
+            "seeds of each seed's mean evaluation return.\n\n"
+            f"Machine: {m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
+            f"GPU {m['cuda'] or 'none'}.\n\n" + markdown(rows))
+    for path in plot_curves(results, root):
+        text += f"\n![{path.stem}]({path.name})\n"
+    (root / "report.md").write_text(text)
+    return root / "report.md"

@@ -1,0 +1,110 @@
+"""Benchmark suites: env x agent x seed cells at equal real-env step budgets, one folder each.
+
+    out/<env>/<agent>/seed-<k>/cell.json     what the cell is (env, agent, budget, seed, machine)
+                               curve.csv     env_steps,return: full episodes seen while learning
+                               result.json   the evaluation; written last, so it marks the cell done
+
+A rerun skips the cells with a result.json and resumes the others from what their folders hold
+(SB3 saves, `wmrl run` rounds), so a long suite can span sessions and machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from wmrl.bench.agents import AGENTS, evaluate, supports, train_agent
+from wmrl.envs import load_card
+from wmrl.errors import UserError
+
+
+@dataclass(frozen=True)
+class Cell:
+    env: str  # env card
+    agent: str
+    budget: int  # real env agent steps for learning
+    eval_episodes: int
+    config: str = ""  # the wmrl experiment config (wmrl agents); default: the card's name
+    imagine_steps: int = 200_000  # wmrl-imagine: imagined steps for its SB3 learner
+    eval_max_steps: int | None = None  # None: the card's own episode limit
+
+
+def _grid(envs: dict[str, tuple[str, ...]], budget: int, episodes: int, **kw) -> list[Cell]:
+    return [Cell(env, agent, budget, episodes, **kw) for env, agents in envs.items() for agent in agents]
+
+
+ATARI_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")
+ROBOT_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
+
+SUITES: dict[str, list[Cell]] = {
+    # Proves the harness end to end in minutes: every agent kind on both action types.
+    "quick": _grid({"breakout": ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")}, 2000, 2,
+                   config="quick-breakout", imagine_steps=2048, eval_max_steps=500)
+    + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
+    # Atari-100k (shared/PROTOCOL.md): 100k agent steps, 10 full episodes per seed.
+    "atari100k": _grid({"breakout": ATARI_AGENTS}, 100_000, 10),
+    "robots": _grid({"reacher": ROBOT_AGENTS}, 50_000, 50),
+    "crafter": _grid({"crafter": ("random", "ppo", "wmrl-mpc")}, 1_000_000, 10),
+}
+
+
+def machine() -> dict:
+    return {"host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version()}
+
+
+def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
+    return out / cell.env / cell.agent / f"seed-{seed}"
+
+
+def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
+    """Train and evaluate one cell (resuming); returns its result."""
+    folder = cell_dir(out, cell, seed)
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    card = load_card(cell.env)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "machine": machine()}, indent=1))
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    policy, curve = train_agent(cell.agent, card, cell.budget, seed, folder, cell.config or card.name,
+                                cell.imagine_steps, progress)
+    train_seconds = time.perf_counter() - start
+    with open(folder / "curve.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("env_steps", "return"), *curve])
+    # Every agent meets the same evaluation episodes: seeds fixed by the cell's seed, not its agent.
+    result = evaluate(card, policy, cell.eval_episodes, seed=10**6 + 1000 * seed, max_steps=cell.eval_max_steps)
+    result.update(env=cell.env, agent=cell.agent, seed=seed, budget=cell.budget, train_seconds=train_seconds)
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, done)
+    return result
+
+
+def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None = None,
+              progress: bool = False) -> list[dict]:
+    if suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}' (suites: {', '.join([*SUITES, 'speed'])})")
+    unknown = set(agents or []) - set(AGENTS)
+    if unknown:
+        raise UserError(f"unknown agent(s) {', '.join(sorted(unknown))} (agents: {', '.join(AGENTS)})")
+    out, results = Path(out), []
+    cells = [c for c in SUITES[suite] if (not agents or c.agent in agents) and supports(c.agent, load_card(c.env))]
+    for seed in range(seeds):
+        for cell in cells:
+            start = time.perf_counter()
+            r = run_cell(cell, seed, out, progress)
+            extra = f", success {r['success_rate']:.2f}" if "success_rate" in r else ""
+            print(f"{cell.env:10s} {cell.agent:13s} seed {seed}: return {r['return_mean']:8.2f} ± {r['return_std']:.2f}"
+                  f"{extra} ({time.perf_counter() - start:.0f} s)", flush=True)
+            results.append(r)
+    return results
