@@ -279,6 +279,23 @@ def cmd_run(args: argparse.Namespace) -> None:
               f"per action -> {args.out / 'run.json'}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from wmrl.bench.report import write_report
+    from wmrl.bench.runner import run_speed, run_suite
+
+    if (args.suite is None) == (args.report is None):
+        raise UserError("bench needs exactly one of --suite NAME or --report DIR")
+    if args.report is not None:
+        print(f"report -> {write_report(args.report)}")
+        return
+    out = args.out or Path("benchmarks/results") / args.suite
+    if args.suite == "speed":
+        run_speed(out, quick=args.quick)
+    else:
+        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress)
+    print(f"report -> {write_report(out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -363,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("bench", help="benchmark suites against model-free baselines at equal env steps, and reports")
+    p.add_argument("--suite", help="quick, atari100k, robots, crafter or speed")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every cell")
+    p.add_argument("--agents", nargs="+", help="only these agents (random ppo a2c dqn sac wmrl-mpc wmrl-imagine)")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<suite>); reruns resume it")
+    p.add_argument("--report", type=Path, help="rebuild the tables and plots of a results folder, run nothing")
+    p.add_argument("--quick", action="store_true", help="speed suite: the benchmarks' smoke-test sizes")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
@@ -373,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget"):
+    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget", "seeds"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             print(f"wmrl: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

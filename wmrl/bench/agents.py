@@ -31,7 +31,7 @@ from wmrl.errors import UserError
 AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl-mpc", "wmrl-imagine")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac"}
 
-# SB3 zoo Atari settings, with DQN's replay sized to a 100k budget (zoo: 10M steps).
+# SB3 zoo Atari settings; replay buffers hold at most the whole budget (zoo: 10M steps, 1M-step buffers).
 SB3_SETTINGS = {
     "ppo": dict(n_envs=8, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
                 ent_coef=0.01, vf_coef=0.5),
@@ -105,6 +105,8 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
 
     settings = dict(SB3_SETTINGS[algo])
     n_envs = settings.pop("n_envs")
+    if "buffer_size" in settings:  # frame stacks are large: never allocate more than the budget needs
+        settings["buffer_size"] = min(settings["buffer_size"], budget)
     monitors = folder / "monitor"
     monitors.mkdir(parents=True, exist_ok=True)
     venv = DummyVecEnv([lambda i=i: sb3_training_env(card, monitors, i) for i in range(n_envs)])

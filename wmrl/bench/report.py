@@ -103,7 +103,8 @@ def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
     paths = []
     for env in sorted({r["env"] for r in results}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for agent in sorted({r["agent"] for r in results if r["env"] == env}):
+        agents = sorted({r["agent"] for r in results if r["env"] == env})
+        for color, agent in zip(plt.cm.tab10.colors, agents):
             rs = [r for r in results if r["env"] == env and r["agent"] == agent]
             budget = max(r["budget"] for r in rs)
             edges = np.linspace(0, budget, points + 1)
@@ -112,12 +113,12 @@ def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
                 c = read_curve(Path(r["folder"]))
                 idx = np.digitize(c[:, 0], edges[1:-1]) if len(c) else np.zeros(0, int)
                 per_seed.append([c[idx == b, 1].mean() if (idx == b).any() else np.nan for b in range(points)])
-            curve = np.nanmean(np.array(per_seed, float), 0) if per_seed else np.full(points, np.nan)
-            if np.isfinite(curve).any():
-                ax.plot((edges[:-1] + edges[1:]) / 2, curve, marker=".", label=agent)
-            ax.axhline(np.mean([r["return_mean"] for r in rs]), ls=":", lw=0.8, color=ax.lines[-1].get_color()
-                       if ax.lines else None)
-        ax.set(xlabel="env steps", ylabel="episode return (learning)", title=f"{env}: learning curves; dotted = final eval")
+            per_seed = np.array(per_seed, float)
+            seen = np.isfinite(per_seed).any(0)  # bins where some seed finished an episode
+            curve = np.array([np.nanmean(per_seed[:, b]) if seen[b] else np.nan for b in range(points)])
+            ax.plot((edges[:-1] + edges[1:]) / 2, curve, marker=".", color=color, label=agent)
+            ax.plot([budget], [np.mean([r["return_mean"] for r in rs])], marker="*", ms=12, color=color, ls="none")
+        ax.set(xlabel="env steps", ylabel="episode return (learning)", title=f"{env}: learning episodes; ★ = final evaluation")
         ax.legend(fontsize=8)
         path = out / f"curves_{env}.png"
         fig.tight_layout()
@@ -133,8 +134,19 @@ def write_report(root: str | Path) -> Path:
     if not root.is_dir():
         raise UserError(f"no benchmark results at {root}")
     results = load_results(root)
-    if not results:
-        raise UserError(f"no finished benchmark cells (result.json) under {root}")
+    speed = sorted(p for p in root.glob("*.md") if p.name != "report.md")  # the speed suite's tables
+    if not results and not speed:
+        raise UserError(f"no finished benchmark cells (result.json) or speed tables under {root}")
+    text = f"# Benchmark results: {root.name}\n\n"
+    if results:
+        text += cells_report(root, results)
+    for path in speed:
+        text += f"\n## Speed: {path.stem}\n\n" + path.read_text().split("\n", 1)[-1]
+    (root / "report.md").write_text(text)
+    return root / "report.md"
+
+
+def cells_report(root: Path, results: list[dict]) -> str:
     rows = summarise(results)
     with open(root / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
@@ -142,13 +154,11 @@ def write_report(root: str | Path) -> Path:
         writer.writerows(rows)
     cell = json.loads(next(Path(results[0]["folder"]).glob("cell.json")).read_text())
     m = cell["machine"]
-    text = (f"# Benchmark results: {root.name}\n\n"
-            "Protocol: shared/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
+    text = ("Protocol: shared/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
             "seeds of each seed's mean evaluation return.\n\n"
             f"Machine: {m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
             f"GPU {m['cuda'] or 'none'}.\n\n" + markdown(rows))
     for path in plot_curves(results, root):
         text += f"\n![{path.stem}]({path.name})\n"
-    (root / "report.md").write_text(text)
-    return root / "report.md"
+    return text

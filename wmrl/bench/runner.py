@@ -14,6 +14,8 @@ import csv
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,3 +110,23 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
                   f"{extra} ({time.perf_counter() - start:.0f} s)", flush=True)
             results.append(r)
     return results
+
+
+# The speed suite runs the repository's benchmark scripts (benchmarks/, beside the package).
+SPEED_SCRIPTS = [["bench_data.py", "--env", "breakout", "--env", "reacher"], ["bench_train.py"], ["bench_control.py"]]
+
+
+def run_speed(out: str | Path, quick: bool = False) -> None:
+    """Collector ÷ raw env rate, bytes/frame, sampler frames/s (bench_data); stage-1/2 frames/s and
+    FLOP utilisation against the same run's matmul peak (bench_train); planner ms/action and
+    imagination ÷ real env steps/s (bench_control). Each writes its own table into `out`."""
+    scripts = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not scripts.is_dir():
+        raise UserError(f"the speed suite runs the scripts in a source checkout's benchmarks/, not found at {scripts}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for script, *args in SPEED_SCRIPTS:
+        command = [sys.executable, str(scripts / script), *args, "--out-dir", str(out), *(["--quick"] if quick else [])]
+        print("$", " ".join(command[1:]), flush=True)
+        if subprocess.run(command).returncode != 0:
+            raise UserError(f"speed benchmark {script} failed (its output is above)")
