@@ -1,0 +1,103 @@
+"""`wmrl bench`: the quick suite end to end on an even smaller budget, resumption, reports, errors."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from wmrl.bench import runner
+from wmrl.bench.agents import LifeLossTerminal, train_sb3
+from wmrl.bench.report import iqm, write_report
+from wmrl.cli import main
+from wmrl.envs import load_card, make_env
+
+
+@pytest.fixture
+def tiny_quick(monkeypatch):
+    """The quick suite's cells, every agent kind, at budgets of a few hundred steps."""
+    cells = [dataclasses.replace(c, budget=600 if c.env == "breakout" else 200, eval_episodes=2,
+                                 eval_max_steps=60, imagine_steps=256) for c in runner.SUITES["quick"]]
+    monkeypatch.setitem(runner.SUITES, "quick", cells)
+    return cells
+
+
+def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, capsys, monkeypatch):
+    from wmrl.config import load_experiment
+
+    tiny = load_experiment("quick-breakout")  # 400 random steps, then rounds of 100 with the planner
+    tiny.run.seed_steps, tiny.run.round_steps = 400, 100
+    monkeypatch.setattr("wmrl.config.load_experiment", lambda name: tiny)
+    out = tmp_path / "quick"
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
+    results = {(c.env, c.agent): json.loads((runner.cell_dir(out, c, 0) / "result.json").read_text()) for c in tiny_quick}
+    assert set(a for _, a in results) == {"random", "ppo", "dqn", "a2c", "sac", "wmrl-mpc", "wmrl-imagine"}
+    for (env, agent), r in results.items():
+        assert r["episodes"] == 2 and np.isfinite(r["return_mean"]) and max(r["lengths"]) <= 60
+        assert ("success_rate" in r) == (env == "reacher")
+    # Every agent meets the same seeded evaluation episodes; the model-based ones used the budget's real steps.
+    mbrl = json.loads((out / "breakout/wmrl-mpc/seed-0/run.json").read_text())
+    assert mbrl["rounds"][-1]["steps"] == 600
+    assert (out / "breakout/ppo/seed-0/model.zip").is_file() and (out / "breakout/wmrl-imagine/seed-0/model.zip").is_file()
+
+    report = (out / "report.md").read_text()
+    for agent in ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine"):
+        assert f"| breakout | {agent} | 600 |" in report
+    assert "| reacher | sac | 200 |" in report and "Published breakout" in report
+    assert (out / "curves_breakout.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+
+    # A rerun finds every cell done and changes nothing.
+    before = {p: p.read_text() for p in out.glob("**/result.json")}
+    capsys.readouterr()
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
+    assert {p: p.read_text() for p in out.glob("**/result.json")} == before
+    assert "(0 s)" in capsys.readouterr().out
+
+
+def test_sb3_run_resumes_from_its_last_save(tmp_path):
+    card = load_card("breakout")
+    agent = train_sb3(card, "a2c", 160, seed=0, folder=tmp_path)
+    assert agent.model.num_timesteps == 160
+    agent = train_sb3(card, "a2c", 320, seed=0, folder=tmp_path)  # a longer budget continues the same model
+    assert agent.model.num_timesteps == 320
+    action, _ = agent.predict(make_env(card).reset(seed=0)[0])
+    assert 0 <= int(action) < 4
+
+
+def test_life_loss_ends_learning_episodes_not_the_game():
+    env = LifeLossTerminal(make_env(load_card("breakout")))
+    env.reset(seed=0)
+    ends, game_overs, lives = 0, 0, []
+    for _ in range(3000):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        lives.append(info["lives"])
+        if terminated or truncated:
+            ends += 1
+            game_overs += env.game_over
+            env.reset()
+            if game_overs:
+                break
+    assert game_overs == 1 and ends == 5  # five lives: four lost lives, then the game's end
+    assert lives[-1] == 0 and max(lives) == 5
+
+
+def test_iqm():
+    assert iqm([1, 2, 3]) == 2
+    assert iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(np.mean([2, 3, 4, 5]))
+
+
+def test_bench_errors(tmp_path):
+    r = run_cli("bench", "--suite", "nope", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "unknown suite 'nope'" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("bench", "--suite", "quick", "--agents", "ppo", "dqnn", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "unknown agent(s) dqnn" in r.stderr
+    r = run_cli("bench", "--report", tmp_path)
+    assert r.returncode == 2 and "no finished benchmark cells" in r.stderr
+    r = run_cli("bench")
+    assert r.returncode == 2 and "exactly one of --suite" in r.stderr
+    corrupt = tmp_path / "c" / "breakout" / "random" / "seed-0"
+    corrupt.mkdir(parents=True)
+    (corrupt / "result.json").write_text("{not json")
+    with pytest.raises(Exception, match="corrupt benchmark result"):
+        write_report(tmp_path / "c")
