@@ -38,7 +38,8 @@ SB3_SETTINGS = {
     "a2c": dict(n_envs=16, ent_coef=0.01, vf_coef=0.25),
     "dqn": dict(n_envs=1, buffer_size=100_000, learning_rate=1e-4, batch_size=32, learning_starts=1000,
                 target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_fraction=0.1,
-                exploration_final_eps=0.01),
+                exploration_final_eps=0.01, optimize_memory_usage=True,  # next obs not stored twice: half the RAM
+                replay_buffer_kwargs=dict(handle_timeout_termination=False)),
     "sac": dict(n_envs=1, buffer_size=100_000, learning_starts=1000, batch_size=256),
 }
 CHUNKS = 10  # an SB3 run saves (model, replay buffer) this many times, so a kill loses at most a tenth
