@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="benchmark suites against model-free baselines at equal env steps, and reports")
-    p.add_argument("--suite", help="quick, atari100k, robots, crafter or speed")
+    p.add_argument("--suite", help="quick, atari100k, robots or speed")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every cell")
     p.add_argument("--agents", nargs="+", help="only these agents (random ppo a2c dqn sac wmrl-mpc wmrl-imagine)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<suite>); reruns resume it")

@@ -164,6 +164,12 @@ def mpc_curve(folder: Path) -> list[tuple[int, float]]:
     return [(r["steps"], r["return_mean"]) for r in rounds if r["return_mean"] is not None]
 
 
+def action_space(card: EnvCard) -> gym.Space:
+    env = make_env(card)
+    env.close()
+    return env.action_space
+
+
 def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path, config: str,
                 imagine_steps: int, progress: bool = False):
     """Train `agent` (resuming in `folder`); returns (policy with SB3's predict, curve rows)."""
@@ -172,14 +178,14 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
     from wmrl.train.checkpoint import load_checkpoint
 
     if agent == "random":
-        return RandomPolicy(make_env(card).action_space, seed), []
+        return RandomPolicy(action_space(card), seed), []
     if agent in SB3_SETTINGS:
         return train_sb3(card, agent, budget, seed, folder, progress), sb3_curve(folder)
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
     run = wmrl_run(card, config, budget, seed, mbrl, progress)
     payload = load_checkpoint(run.world_model_dir(len(run.record["rounds"]) - 1))
     if agent == "wmrl-mpc":
-        return MPCAgent.from_checkpoint(payload, run.cfg.plan, make_env(card).action_space), mpc_curve(mbrl)
+        return MPCAgent.from_checkpoint(payload, run.cfg.plan, action_space(card)), mpc_curve(mbrl)
     if agent == "wmrl-imagine":
         from wmrl.control.imagination import LatentPolicy
         from wmrl.imagine import imagine

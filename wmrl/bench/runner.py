@@ -53,7 +53,6 @@ SUITES: dict[str, list[Cell]] = {
     # Atari-100k (shared/PROTOCOL.md): 100k agent steps, 10 full episodes per seed.
     "atari100k": _grid({"breakout": ATARI_AGENTS}, 100_000, 10),
     "robots": _grid({"reacher": ROBOT_AGENTS}, 50_000, 50),
-    "crafter": _grid({"crafter": ("random", "ppo", "wmrl-mpc")}, 1_000_000, 10),
 }
 
 
