@@ -8,7 +8,9 @@ import pytest
 from conftest import run_cli
 
 from wmrl.bench import runner
-from wmrl.bench.agents import LifeLossTerminal, train_sb3
+from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
+
+from wmrl.bench.agents import train_sb3
 from wmrl.bench.report import iqm, write_report
 from wmrl.cli import main
 from wmrl.envs import load_card, make_env
@@ -66,7 +68,7 @@ def test_sb3_run_resumes_from_its_last_save(tmp_path):
 
 
 def test_life_loss_ends_learning_episodes_not_the_game():
-    env = LifeLossTerminal(make_env(load_card("breakout")))
+    env = EpisodicLifeEnv(make_env(load_card("breakout")))  # as the SB3 agents learn
     env.reset(seed=0)
     ends, game_overs, lives = 0, 0, []
     for _ in range(3000):
@@ -74,7 +76,7 @@ def test_life_loss_ends_learning_episodes_not_the_game():
         lives.append(info["lives"])
         if terminated or truncated:
             ends += 1
-            game_overs += env.game_over
+            game_overs += env.was_real_done
             env.reset()
             if game_overs:
                 break

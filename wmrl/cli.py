@@ -216,16 +216,14 @@ def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
     """(goal stack of an episode from its reset info, or None; final goal distance from an info,
     or None). With `--goal from-dataset` the plan scores goal energy alone unless the config
     weighs it already; a goal card without `--goal` still reports distances."""
-    from wmrl.control.goals import DatasetGoals, goal_distance, state_field
+    from wmrl.control.goals import DatasetGoals, has_goal_fields, info_distance, state_field
 
     goal = card.goal
-    has_fields = goal is not None and goal.achieved is not None and goal.desired is not None
-    if args.goal is not None and not has_fields:
+    if args.goal is not None and not has_goal_fields(goal):
         raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
-    if not has_fields:
+    if not has_goal_fields(goal):
         return None, None
-    layout = lambda: env.get_wrapper_attr("layout")  # noqa: E731 (set by the env's first reset)
-    distance = lambda info: goal_distance(info["state"], layout(), goal)  # noqa: E731
+    distance = info_distance(env, goal)
     if args.goal is None:
         return None, distance
     from wmrl.data.replay import ReplayDataset
@@ -235,7 +233,7 @@ def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
     goals = DatasetGoals(data, goal)
     if not plan.goal_weight:
         plan.goal_weight, plan.reward_weight = 1.0, 0.0
-    return (lambda info: goals.goal_stack(state_field(info["state"], layout(), goal.desired))), distance
+    return (lambda info: goals.goal_stack(state_field(info["state"], env.get_wrapper_attr("layout"), goal.desired))), distance
 
 
 def cmd_imagine(args: argparse.Namespace) -> None:

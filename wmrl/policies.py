@@ -50,6 +50,10 @@ class SB3Policy:
         actions, _ = self.model.predict(obs.reshape(len(obs), *self.obs_shape), deterministic=self.deterministic)
         return actions
 
+    def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        """SB3's signature, for evaluation beside other agents: one stack [K, C, H, W] -> one action."""
+        return self.model.predict(np.asarray(obs).reshape(self.obs_shape), deterministic=deterministic)
+
 
 def sb3_algorithm(path: str | Path) -> str:
     """The algorithm of an SB3 zip: from the module of its policy class (dqn, sac, td3), and for

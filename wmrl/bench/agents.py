@@ -10,7 +10,7 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
                     model (the same seed's folder, so no extra real steps)
 
 SB3 agents learn from the card's env with the Atari conventions the published baselines use:
-rewards clipped to [-1, 1] and a lost life as a terminal, for learning only; the curve and the
+rewards clipped to [-1, 1] and a lost life as a terminal (SB3's EpisodicLifeEnv), for learning only; the curve and the
 evaluation count full episodes and raw rewards.
 """
 
@@ -27,6 +27,7 @@ from wmrl.envs import make_env
 from wmrl.envs.card import EnvCard
 from wmrl.envs.wrappers import StackToChannels
 from wmrl.errors import UserError
+from wmrl.policies import SB3Policy
 
 AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl-mpc", "wmrl-imagine")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac"}
@@ -50,56 +51,18 @@ def supports(agent: str, card: EnvCard) -> bool:
     return not (agent in DISCRETE_ONLY and not discrete or agent in CONTINUOUS_ONLY and discrete)
 
 
-class LifeLossTerminal(gym.Wrapper):
-    """A lost life ends the learning episode (``info["lives"]`` drops); the env is reset only when
-    the game is really over, so learning sees every life as an episode of the same game."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.lives, self.game_over = 0, True
-
-    def reset(self, **kwargs):
-        if self.game_over:
-            obs, info = self.env.reset(**kwargs)
-        else:  # continue the game: one no-op step past the lost life (FireOnLifeLoss serves again)
-            obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
-        self.lives, self.game_over = info.get("lives", 0), False
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.game_over = terminated or truncated
-        lives = info.get("lives", 0)
-        if 0 < lives < self.lives:
-            terminated = True
-        self.lives = lives
-        return obs, reward, terminated, truncated, info
-
-
 def sb3_training_env(card: EnvCard, folder: Path, index: int) -> gym.Env:
+    from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
     from stable_baselines3.common.monitor import Monitor
 
     env = make_env(card)
     env = Monitor(env, str(folder / f"{index}"), override_existing=False)  # full episodes, raw rewards
     if "ale_py" in card.imports:
-        env = gym.wrappers.ClipReward(LifeLossTerminal(env), -1.0, 1.0)
+        env = gym.wrappers.ClipReward(EpisodicLifeEnv(env), -1.0, 1.0)  # a lost life ends a learning episode
     return StackToChannels(env)
 
 
-class SB3Agent:
-    """An SB3 model acting on [K, C, H, W] stacks (it learned on [K*C, H, W])."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
-        obs = np.asarray(obs)
-        return self.model.predict(obs.reshape(-1, *self.model.observation_space.shape)[0], deterministic=deterministic)
-
-
-def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False) -> SB3Agent:
+def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False) -> SB3Policy:
     """Learn `budget` agent steps in `chunks`, saving after each; a rerun continues from the last save."""
     import stable_baselines3
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -126,8 +89,9 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
         model.save(model_path)
         if hasattr(model, "save_replay_buffer"):
             model.save_replay_buffer(buffer_path)
+    stack_shape = venv.envs[0].env.observation_space.shape  # under StackToChannels: [K, C, H, W]
     venv.close()
-    return SB3Agent(model)
+    return SB3Policy(model_path, stack_shape, deterministic=True)
 
 
 def sb3_curve(folder: Path) -> list[tuple[int, float]]:
@@ -202,13 +166,11 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
 
 def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | None = None) -> dict:
     """Full episodes from seeds seed, seed+1, ...; goal cards add the final distance and success."""
-    from wmrl.control.goals import goal_distance
+    from wmrl.control.goals import has_goal_fields, info_distance
     from wmrl.eval.episodes import run_episodes
 
     env = make_env(card)
-    distance = None
-    if card.goal is not None and card.goal.achieved is not None:
-        distance = lambda info: goal_distance(info["state"], env.get_wrapper_attr("layout"), card.goal)  # noqa: E731
+    distance = info_distance(env, card.goal) if has_goal_fields(card.goal) else None
     try:
         start = time.perf_counter()
         stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, distance=distance)

@@ -24,6 +24,17 @@ def state_field(state: np.ndarray, layout: list[tuple[str, int]], name: str) -> 
     return state[..., spans[name]]
 
 
+def has_goal_fields(goal: GoalSpec | None) -> bool:
+    """Whether a card's goal names the state fields of the achieved and the desired position."""
+    return goal is not None and goal.achieved is not None and goal.desired is not None
+
+
+def info_distance(env, goal: GoalSpec):
+    """info -> the achieved-desired distance of the state a step of `env` recorded (its layout is
+    known from the env's first reset on)."""
+    return lambda info: goal_distance(info["state"], env.get_wrapper_attr("layout"), goal)
+
+
 def goal_distance(state: np.ndarray, layout: list[tuple[str, int]], goal: GoalSpec) -> float:
     """Distance between the achieved and the desired position of one state vector [S]."""
     return float(np.linalg.norm(state_field(state, layout, goal.achieved) - state_field(state, layout, goal.desired)))
