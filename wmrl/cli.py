@@ -294,6 +294,128 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"report -> {write_report(out)}")
 
 
+def cmd_onex_info(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from wmrl.offline.onex import TokenDataset, action_stats
+
+    data = TokenDataset(args.data)
+    evaluation = TokenDataset(args.data, filter_overlaps=True)
+    hz = data.metadata.get("hz", 30)
+    print(f"{data.root}: {data.num_frames} frames of {data.side}x{data.side} tokens "
+          f"({data.metadata.get('token_dtype', 'uint32')}, largest id {data.check_token_range()}), "
+          f"{data.segments()} segments, {data.num_frames / hz / 3600:.2f} h at {hz} Hz")
+    print(f"windows of {data.window_len} frames {data.stride} apart: {len(data)} (training), "
+          f"{len(evaluation)} without shared frames (evaluation)")
+    spec = data.action_spec
+    if spec.kind == "continuous":
+        mean, std = action_stats(data)
+        column = 0
+        for name, width in spec.names:
+            cols = slice(column, column + width)
+            fmt = dict(precision=3, max_line_width=10_000)
+            if width > 4:  # a range per statistic, not 21 numbers
+                text = (f"mean in [{mean[cols].min():.3f}, {mean[cols].max():.3f}], "
+                        f"std in [{std[cols].min():.3f}, {std[cols].max():.3f}]")
+            else:
+                text = f"mean {np.array2string(mean[cols], **fmt)}, std {np.array2string(std[cols], **fmt)}"
+            print(f"  {name:16s} [{data.num_frames}, {width}]  {text}")
+            column += width
+    else:
+        print(f"actions: {spec.kind}" + (f" (vocabulary {spec.dim})" if spec.kind == "tokens" else ""))
+
+
+def cmd_onex_synth(args: argparse.Namespace) -> None:
+    from wmrl.offline.onex import synthetic_split
+
+    for split, segments, seed in (("train", args.segments, args.seed), ("val", args.val_segments, args.seed + 1)):
+        path = synthetic_split(args.out / split, segments, args.frames, args.side, args.noise, seed)
+        print(f"{split}: {segments} segments x {args.frames} frames of {args.side}x{args.side} tokens -> {path}")
+
+
+def cmd_onex_train(args: argparse.Namespace) -> None:
+    import json
+
+    from wmrl.config import find_config, load_yaml, to_dict
+    from wmrl.train.onex import OnexConfig, OnexTrainer, open_split
+
+    cfg = load_yaml(OnexConfig, find_config(args.config))
+    if args.steps is not None:
+        cfg.optim.steps = args.steps
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"nothing to resume: {args.out} has no checkpoint.pt")
+    if not args.resume and (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    device = _device(args.device)
+    train, val = open_split(args.data, cfg.data), open_split(args.val, cfg.data, evaluation=True)
+    trainer = OnexTrainer(cfg, train, val, args.out, device=device, progress=not args.no_progress)
+    if trainer.rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    params = sum(p.numel() for p in trainer.model.parameters())
+    print(f"{len(train)} training windows, {len(val)} evaluation windows, model {params / 1e6:.2f} M parameters")
+    final = trainer.train(resume=args.resume)
+    nan = float("nan")
+    print(f"onex: step {trainer.step}, val CE {final.get('val_ce', nan):.3f}, token accuracy "
+          f"{final.get('val_acc', nan):.3f} -> {args.out}")
+
+
+def _onex_checkpoint(path: Path, device: str):
+    from wmrl.train.checkpoint import load_checkpoint
+    from wmrl.train.onex import build_model
+
+    payload = load_checkpoint(path, map_location=device)
+    return payload, build_model(payload, device)
+
+
+def cmd_onex_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from wmrl.config import from_dict
+    from wmrl.eval.onex import evaluate
+    from wmrl.train.onex import OnexDataConfig, apply_action_stats, open_split
+
+    device = _device(args.device)
+    payload, model = _onex_checkpoint(args.checkpoint, device)
+    data_cfg = from_dict(OnexDataConfig, payload["config"]["data"], source="checkpoint", prefix="data.")
+    data = open_split(args.data, data_cfg, evaluation=True, actions=payload["action_kind"])
+    apply_action_stats(data, payload)
+    r = evaluate(model, data, args.max_examples, args.batch_size, device, progress=not args.no_progress)
+    print(f"{r['examples']} examples of {data.root} ({r['seconds']:.0f} s), challenge protocol:")
+    print(f"  {'predictor':10s} {'CE (nats)':>10s} {'token acc':>10s}")
+    for name, ce, acc in (("model", r["ce"], r["acc"]), ("copy", r["copy_ce"], r["copy_acc"]),
+                          ("unigram", r["unigram_ce"], r["unigram_acc"])):
+        print(f"  {name:10s} {ce:10.3f} {acc:10.3f}")
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    (run_dir / "eval_onex.json").write_text(json.dumps({**r, "data": str(data.root)}, indent=1))
+
+
+def cmd_onex_generate(args: argparse.Namespace) -> None:
+    from wmrl.config import from_dict
+    from wmrl.eval.onex import generate
+    from wmrl.train.onex import OnexDataConfig, apply_action_stats, open_split
+
+    device = _device(args.device)
+    payload, model = _onex_checkpoint(args.checkpoint, device)
+    data_cfg = from_dict(OnexDataConfig, payload["config"]["data"], source="checkpoint", prefix="data.")
+    data = open_split(args.data, data_cfg, actions=payload["action_kind"])
+    apply_action_stats(data, payload)
+    r = generate(model, data, args.example, args.out, args.prompt_frames, args.temperature, args.top_k, args.seed, device)
+    print(f"{r['prompt']} prompt + {r['predicted']} generated + {r['predicted']} true frames -> {r['out']} "
+          f"(generated tokens equal to the truth: {r['token_acc']:.3f})")
+
+
+def _device(name: str) -> str:
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}, but this torch build sees no CUDA device")
+        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+            return f"cuda:{os.environ['LOCAL_RANK']}"
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,6 +510,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("onex", help="the 1X world-model challenge's token data: inspect, train, evaluate, generate")
+    onex = p.add_subparsers(dest="onex_command", required=True)
+    q = onex.add_parser("info", help="frames, segments, windows and action statistics of a split")
+    q.add_argument("--data", required=True, type=Path, help="split folder (video.bin, metadata.json, ...)")
+    q.set_defaults(func=cmd_onex_info)
+    q = onex.add_parser("synth", help="write train/ and val/ splits of synthetic tokens that move with the actions")
+    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--segments", type=int, default=16, help="training segments")
+    q.add_argument("--val-segments", type=int, default=48, help="validation segments")
+    q.add_argument("--frames", type=int, default=600, help="frames per segment (30 Hz)")
+    q.add_argument("--side", type=int, default=16, help="tokens per frame side")
+    q.add_argument("--noise", type=float, default=0.05, help="share of tokens redrawn at random in each frame")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_onex_synth)
+    q = onex.add_parser("train", help="train the token world model")
+    q.add_argument("--config", default="onex", help="config name or path (default: onex)")
+    q.add_argument("--data", required=True, type=Path, help="training split")
+    q.add_argument("--val", required=True, type=Path, help="validation split")
+    q.add_argument("--out", required=True, type=Path, help="run folder")
+    q.add_argument("--resume", action="store_true")
+    q.add_argument("--steps", type=int, help="override optim.steps")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_onex_train)
+    q = onex.add_parser("eval", help="the challenge's CE and accuracy, beside copy and unigram predictors")
+    q.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint")
+    q.add_argument("--data", required=True, type=Path, help="split to evaluate on")
+    q.add_argument("--max-examples", type=int, help="evaluate the first N windows (the challenge uses 1000)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_onex_eval)
+    q = onex.add_parser("generate", help="continue a window autoregressively; writes the challenge's generated layout")
+    q.add_argument("--checkpoint", required=True, type=Path)
+    q.add_argument("--data", required=True, type=Path)
+    q.add_argument("--example", type=int, default=0, help="window index (training-style windows, as the challenge)")
+    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--prompt-frames", type=int, default=8)
+    q.add_argument("--temperature", type=float, default=0.0, help="0: argmax")
+    q.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest values of each factor (0: all)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=cmd_onex_generate)
+
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
@@ -398,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget", "seeds"):
+    for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget", "seeds",
+                 "max_examples", "batch_size", "segments", "val_segments", "frames", "side"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             print(f"wmrl: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

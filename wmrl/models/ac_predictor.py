@@ -79,7 +79,8 @@ class ACPredictor(nn.Module):
             p_next = proprio + self.proprio_out(x[:, :, 1]) if self.proprio_out is not None else None
         return z_next, p_next, x.mean(2)  # summary [B, T, W] for the reward / continuation heads
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):
+    def hidden(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's outputs [B, T, S, W] (not yet normed), one pass over the whole window."""
         b, t, m, _ = z.shape
         x = self.embed(z, action, proprio)  # [B, T, S, W]
         s = x.shape[2]
@@ -87,7 +88,10 @@ class ACPredictor(nn.Module):
         x = x.reshape(b, t * s, -1)
         for block in self.blocks:
             x = block(x, attn_mask=mask)
-        return self.readout(x.view(b, t, s, -1), z, proprio)
+        return x.view(b, t, s, -1)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None = None):
+        return self.readout(self.hidden(z, action, proprio), z, proprio)
 
     def step(self, z: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor | None, cache: list | None):
         """One more step with a KV cache of the earlier ones (None at the window's start): z [B, M, D],

@@ -113,3 +113,42 @@ class WorldModelConfig:
             raise ValueError(f"model.width {self.width} is not divisible by model.heads {self.heads}")
         if self.reward_bins < 3 or self.bin_range <= 0:
             raise ValueError("model.reward_bins must be >= 3 and model.bin_range > 0")
+
+
+# name -> (width, depth, heads) of the 1X token world model: "cpu-tiny" trains on this CPU,
+# "1b" is ~1.0e9 parameters (12 * depth * width**2 in the blocks).
+TOKEN_SIZES = {
+    "cpu-tiny": (64, 2, 4),
+    "small": (256, 8, 8),
+    "base": (768, 12, 12),
+    "1b": (2048, 20, 16),
+}
+
+
+@dataclass
+class TokenModelConfig:
+    """The 1X token world model: factorized token embeddings into the stage-2 frame-causal predictor."""
+
+    size: str = "cpu-tiny"  # a key of TOKEN_SIZES; width/depth/heads below override it when set
+    width: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    max_steps: int = 16  # frames per window the temporal embedding covers
+    # "ce": cross-entropy on both factors of every next-frame token. "l1": L1 between the predicted
+    # and the true next-frame token embeddings (fixed random tables, so the target cannot collapse);
+    # the factor logits then read the detached prediction, for the challenge's CE.
+    loss: Literal["ce", "l1"] = "ce"
+    flow_weight: float = 0.0  # > 0 adds a flow-matching loss: noise -> next token embedding, given the prediction
+
+    def __post_init__(self):
+        if self.size not in TOKEN_SIZES:
+            raise ValueError(f"model size '{self.size}' is not one of {', '.join(TOKEN_SIZES)}")
+        width, _, heads = self.dims()
+        if width % heads:
+            raise ValueError(f"model width {width} is not divisible by heads {heads}")
+        if self.flow_weight < 0 or self.max_steps < 2:
+            raise ValueError("model.flow_weight must be >= 0 and model.max_steps >= 2")
+
+    def dims(self) -> tuple[int, int, int]:
+        width, depth, heads = TOKEN_SIZES[self.size]
+        return self.width or width, self.depth or depth, self.heads or heads
