@@ -1,0 +1,1 @@
+"""Offline data sources trained with the same models and trainers: the 1X challenge tokens (onex)."""
