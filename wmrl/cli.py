@@ -75,13 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(f"nothing to resume: {args.out} has no checkpoint.pt")
     if not args.resume and (args.out / "checkpoint.pt").is_file():
         raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda, but this torch build sees no CUDA device")
-        if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
-            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    args.device = _device(args.device)
     data = ReplayDataset(args.data)
     common = dict(val_fraction=cfg.data.val_fraction, device=args.device, progress=not args.no_progress)
     if args.stage == 1:

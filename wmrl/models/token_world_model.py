@@ -20,7 +20,8 @@ from wmrl.models.config import TokenModelConfig, WorldModelConfig
 
 class TokenWorldModel(nn.Module):
     """`predict`: (tokens [B, T, s, s] int64, actions [B, T, A] float | [B, T] int64) -> factor logits
-    [B, T, M, factors, factor_vocab] of frames 1..T and predicted embeddings [B, T, M, W].
+    [B, T, M, factors, factor_vocab] of frames 1..T and predicted next embeddings [B, T, M, W]
+    (None unless the L1 or flow loss needs them).
     Calling the model on whole windows returns its training terms (so DDP and compile wrap them)."""
 
     def __init__(self, cfg: TokenModelConfig, side: int, action_dim: int, discrete: bool,
@@ -43,7 +44,9 @@ class TokenWorldModel(nn.Module):
         # Logits and the predicted next embedding are read from the predictor's last hidden states, not
         # from its residual readout z + delta: that makes "the token from the next position over" as easy
         # to say as "this token" (a shifted frame trained ~10x faster on the synthetic split).
-        self.to_embedding = nn.Linear(width, width)
+        self.to_embedding = nn.Linear(width, width) if cfg.loss == "l1" or cfg.flow_weight > 0 else None
+        self.predictor.latent_out.requires_grad_(False)  # its residual readout is not used here (DDP needs
+        # every trainable parameter to get a gradient)
         # The frame's action is also added to each of its tokens, so every token knows which way the
         # frame moves in the first layer already (the predictor's action token alone needs a hop more).
         self.action_in = nn.Embedding(action_dim, width) if discrete else nn.Linear(action_dim, width)
@@ -69,7 +72,7 @@ class TokenWorldModel(nn.Module):
         a = self.action_in(actions if self.predictor.discrete else actions.float())  # [B, T, W]
         z = self.embed(tokens) + a[:, :, None]  # [B, T, M, W]
         x = self.predictor.norm(self.predictor.hidden(z, actions))[:, :, -z.shape[2]:]  # the M token outputs
-        z_next = self.to_embedding(x)
+        z_next = self.to_embedding(x) if self.to_embedding is not None else None
         # In the L1 variant the logits are a readout of the latent prediction, not its objective.
         h = self.head(x.detach() if self.cfg.loss == "l1" else x).unflatten(-1, (self.factors, -1))  # [B, T, M, factors, W]
         tables = self.embedding.weight.view(self.factors, self.factor_vocab, -1)  # [factors, V, W]
