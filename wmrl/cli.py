@@ -63,7 +63,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     import json
 
     from wmrl.config import load_experiment, to_dict
-    from wmrl.data.replay import ReplayDataset
 
     cfg = load_experiment(args.config)
     stage = cfg.stage1 if args.stage == 1 else cfg.stage2
@@ -76,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not args.resume and (args.out / "checkpoint.pt").is_file():
         raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     args.device = _device(args.device)
-    data = ReplayDataset(args.data)
+    data = open_data(args.data, cfg.vpt)
     common = dict(val_fraction=cfg.data.val_fraction, device=args.device, progress=not args.no_progress)
     if args.stage == 1:
         from wmrl.train.stage1 import Stage1Trainer
@@ -112,23 +111,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
+    from wmrl.train.checkpoint import load_checkpoint
+
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    data = open_data(args.data, source=load_checkpoint(args.checkpoint).get("data_source"))
     if args.stage == 1:
         from wmrl.eval.encoder import evaluate_stage1, format_probe_table
 
-        result = evaluate_stage1(args.checkpoint, args.data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
+        result = evaluate_stage1(args.checkpoint, data, fields=args.fields, max_rows=args.max_rows, seed=args.seed)
         print(format_probe_table(result, ["trained", "random init"]))
     else:
         from wmrl.eval.world_model import evaluate_stage2, format_stage2_table, plot_stage2
 
-        result = evaluate_stage2(args.checkpoint, args.data, horizon=args.horizon, clips=args.clips, seed=args.seed)
+        result = evaluate_stage2(args.checkpoint, data, horizon=args.horizon, clips=args.clips, seed=args.seed)
         print(format_stage2_table(result))
         plot_stage2(result, run_dir / "eval_stage2.png")
         print(f"plot: {run_dir / 'eval_stage2.png'}")
         if args.video:
             from wmrl.eval.world_model import imagined_video
 
-            frames = imagined_video(args.checkpoint, args.data, args.video, horizon=args.horizon, seed=args.seed)
+            frames = imagined_video(args.checkpoint, data, args.video, horizon=args.horizon, seed=args.seed)
             print(f"video: {frames} frames, real (left) vs imagined by nearest-neighbour latents (right) -> {args.video}")
     (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
 
@@ -399,6 +401,77 @@ def cmd_onex_generate(args: argparse.Namespace) -> None:
           f"(generated tokens equal to the truth: {r['token_acc']:.3f})")
 
 
+def open_data(spec: str, vpt_config=None, source: dict | None = None):
+    """The dataset behind --data: a replay dataset folder, or `vpt:<shards or folders>` decoded in
+    memory. VPT data is read with the config's vpt section (training) or, for a checkpoint trained on
+    VPT data, with the options and action scaler its `source` record carries (evaluation)."""
+    from wmrl.data.replay import ReplayDataset
+
+    if not str(spec).startswith("vpt:"):
+        return ReplayDataset(spec)
+    from wmrl.config import from_dict
+    from wmrl.offline.vpt import ActionScaler, VptConfig, open_vpt
+
+    scaler = None
+    if source is not None:
+        if source.get("kind") != "vpt":
+            raise UserError(f"this checkpoint was trained on {source.get('kind')} data, not VPT")
+        vpt_config = from_dict(VptConfig, source["options"], source="checkpoint")
+        scaler = ActionScaler.from_dict(source["action_scaler"], "the checkpoint's action scaler")
+    return open_vpt(str(spec)[4:], vpt_config or VptConfig(), scaler)
+
+
+def _vpt_config(args: argparse.Namespace):
+    """The vpt section of --config, with the command line's overrides."""
+    from wmrl.config import load_experiment
+    from wmrl.offline.vpt import VptConfig
+
+    cfg = load_experiment(args.config).vpt if args.config else VptConfig()
+    for name in ("frameskip", "null_frames", "max_segments"):
+        if getattr(args, name, None) is not None:
+            setattr(cfg, name, getattr(args, name))
+    return cfg
+
+
+def cmd_vpt_info(args: argparse.Namespace) -> None:
+    from wmrl.offline.vpt import vpt_info
+
+    print(vpt_info(args.shards, _vpt_config(args)))
+
+
+def cmd_vpt_fit_scaler(args: argparse.Namespace) -> None:
+    from wmrl.offline.vpt import SkipLog, fit_scaler
+
+    skips = SkipLog()
+    scaler = fit_scaler(args.shards, _vpt_config(args), skips)
+    scaler.save(args.out)
+    stats = ", ".join(f"{n} {m:+.3f} ± {s:.3f}" for n, m, s in zip(scaler.names, scaler.mean, scaler.std))
+    print(f"action scaler over {scaler.count} steps ({skips.summary()} segments): {stats} -> {args.out}")
+
+
+def cmd_vpt_synth(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from wmrl.offline.vpt import synthetic_segment, write_folder, write_shard
+
+    if args.shards < 1:
+        raise UserError("--shards must be >= 1")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise UserError(f"{args.out} exists and is not empty; choose another --out")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    for shard in range(args.shards):
+        segments = {f"synthetic-{shard:03d}-{i:03d}": synthetic_segment(rng, args.frames)
+                    for i in range(args.segments)}
+        if args.folders:
+            write_folder(args.out / f"vpt-{shard:06d}", segments)
+        else:
+            write_shard(args.out / f"vpt-shards-{shard:06d}.tar", segments)
+    last = f"{args.shards - 1:06d}"
+    spec = (f"{args.out}/vpt-{{000000..{last}}}" if args.folders else f"{args.out}/vpt-shards-{{000000..{last}}}.tar")
+    print(f"{args.shards} x {args.segments} synthetic segments of {args.frames} frames -> {spec}")
+
+
 def _device(name: str) -> str:
     if name.startswith("cuda"):
         import torch
@@ -432,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: V-JEPA encoder; 2: action-conditioned world model over a frozen stage-1 encoder")
     p.add_argument("--encoder", type=Path, help="stage 2: the stage-1 run folder or checkpoint to build on")
     p.add_argument("--config", required=True, help="experiment config (name or path)")
-    p.add_argument("--data", required=True, type=Path, help="replay dataset folder")
+    p.add_argument("--data", required=True, help="replay dataset folder, or vpt:'<shards or folders>'")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--steps", type=int, help="override the config's optim.steps")
@@ -443,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained stage")
     p.add_argument("--stage", type=int, choices=[1, 2], required=True, help="1: probes; 2: error by horizon")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--data", required=True, help="replay dataset folder, or vpt:'<shards or folders>'")
     p.add_argument("--fields", nargs="+", help="state fields to probe (default: every field of size <= 16)")
     p.add_argument("--max-rows", type=int, default=4000, help="training stacks for the probes")
     p.add_argument("--horizon", type=int, default=8, help="stage 2: imagined steps per clip")
@@ -548,6 +621,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=cmd_onex_generate)
 
+    p = sub.add_parser("vpt", help="OpenAI VPT Minecraft video + action shards: inspect, fit the action scaler, synthesise")
+    vpt = p.add_subparsers(dest="vpt_command", required=True)
+    for name, func, text in (("info", cmd_vpt_info, "segments, frames, duration and action statistics"),
+                             ("fit-scaler", cmd_vpt_fit_scaler, "streaming mean/std of the continuous actions, saved as JSON")):
+        q = vpt.add_parser(name, help=text)
+        q.add_argument("--shards", required=True, help="shards or folders: 'data/vpt/vpt-shards-{000000..000123}.tar', globs")
+        q.add_argument("--config", help="experiment config whose vpt section sets frameskip and null frames")
+        q.add_argument("--frameskip", type=int, help="one step every N video frames (20 / N fps)")
+        q.add_argument("--null-frames", choices=["keep", "drop"])
+        q.add_argument("--max-segments", type=int, help="read at most N segments")
+        if name == "fit-scaler":
+            q.add_argument("--out", required=True, type=Path, help="scaler JSON to write")
+        q.set_defaults(func=func)
+    q = vpt.add_parser("synth", help="write shards of synthetic segments in VPT's format (mp4 + jsonl) whose views follow the mouse")
+    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--shards", type=int, default=2)
+    q.add_argument("--segments", type=int, default=8, help="segments per shard")
+    q.add_argument("--frames", type=int, default=400, help="frames per segment (20 fps)")
+    q.add_argument("--folders", action="store_true", help="VPT's folder layout instead of WebDataset shards")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_vpt_synth)
+
     p = sub.add_parser("data", help="inspect replay datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
@@ -559,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("steps", "num_envs", "episodes", "max_steps", "horizon", "population", "iterations", "budget", "seeds",
-                 "max_examples", "batch_size", "segments", "val_segments", "frames", "side"):
+                 "max_examples", "batch_size", "segments", "val_segments", "frames", "side", "frameskip", "max_segments"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             print(f"wmrl: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

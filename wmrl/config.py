@@ -24,6 +24,7 @@ import yaml
 
 from wmrl.control.config import PlannerConfig
 from wmrl.errors import ConfigError
+from wmrl.offline.vpt import VptConfig
 from wmrl.train.config import Stage1Config, Stage2Config
 
 T = TypeVar("T")
@@ -204,13 +205,14 @@ class RunConfig:
 
 @dataclass
 class ExperimentConfig:
-    env: str  # env card name, Gymnasium id of a shipped card, or path to a card
+    env: str | None = None  # env card name, Gymnasium id of a shipped card, or path to a card (None: offline data)
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     plan: PlannerConfig = field(default_factory=PlannerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    vpt: VptConfig = field(default_factory=VptConfig)  # how `--data vpt:...` sources are read
 
 
 def find_config(name_or_path: str) -> Path:

@@ -58,6 +58,8 @@ def _write_json(path: Path, obj: dict) -> None:
 class ModelBasedRun:
     def __init__(self, cfg: ExperimentConfig, out: str | Path, device: str = "cpu", progress: bool = True):
         self.cfg, self.out, self.device, self.progress = cfg, Path(out), device, progress
+        if cfg.env is None:
+            raise UserError("the model-based loop needs an env: the config names none (env: ...)")
         self.card = load_card(cfg.env)
         self.record_path = self.out / "run.json"
         self.record = {"config": to_dict(cfg), "rounds": [], "eval": None}

@@ -16,6 +16,7 @@ import numpy as np
 
 from wmrl.data.store import pad_last, read_episode, read_metadata
 from wmrl.errors import DatasetError
+from wmrl.types import Episode
 
 
 def state_spans(layout: list[tuple[str, int]]) -> dict[str, slice]:
@@ -42,17 +43,33 @@ class ReplayDataset:
     """All episodes of a dataset, decompressed into flat row arrays."""
 
     def __init__(self, root: str | Path):
+        meta = read_metadata(root)
+        n = meta["total_episodes"]
+        if n == 0:
+            raise DatasetError(f"dataset {root} has no episodes")
+        frame_shape = tuple(meta["wmrl"]["frame_shape"])
+        self._build(root, meta, [read_episode(root, i, frame_shape) for i in range(n)])
+
+    @classmethod
+    def from_episodes(cls, root: str | Path, meta: dict, episodes: list[Episode]) -> ReplayDataset:
+        """A dataset held only in memory (an offline source decoded at load time). `meta` is shaped as a
+        stored dataset's metadata: at least "action_space" and a "wmrl" section with frame_shape and
+        frame_stack; `root` names the source in messages."""
+        if not episodes:
+            raise DatasetError(f"{root} has no episodes")
+        data = cls.__new__(cls)
+        data._build(root, meta, episodes)
+        return data
+
+    def _build(self, root: str | Path, meta: dict, episodes: list[Episode]) -> None:
         self.root = Path(root)
-        self.meta = read_metadata(root)
+        self.meta = meta
         info = self.meta["wmrl"]
         self.frame_shape = tuple(info["frame_shape"])  # (C, H, W)
         self.frame_stack = int(info["frame_stack"])  # K
         self.state_layout = [tuple(x) for x in info.get("state_layout", [])]
         self.state_spans = state_spans(self.state_layout)  # field name -> its columns of the state vector
-        n = self.meta["total_episodes"]
-        if n == 0:
-            raise DatasetError(f"dataset {root} has no episodes")
-        episodes = [read_episode(root, i, self.frame_shape) for i in range(n)]
+        n = len(episodes)
         self.episode_steps = np.array([len(e) for e in episodes])  # [E] steps N per episode
         rows = self.episode_steps + 1
         self.episode_start = np.concatenate([[0], np.cumsum(rows)[:-1]])  # [E] first row
@@ -99,6 +116,11 @@ class ReplayDataset:
         period = max(2, round(1 / val_fraction))
         is_val = ids % period == period - 1
         return ids[~is_val], ids[is_val]
+
+
+def as_dataset(data: str | Path | ReplayDataset) -> ReplayDataset:
+    """A dataset given as a folder, or already opened (an offline source decoded in memory)."""
+    return data if isinstance(data, ReplayDataset) else ReplayDataset(data)
 
 
 class WindowSampler:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wmrl.data.replay import ReplayDataset
+from wmrl.data.replay import ReplayDataset, as_dataset
 from wmrl.errors import DatasetError, UserError
 from wmrl.eval.probes import collapse_stats, linear_probe_r2
 from wmrl.models.vit import VisionTransformer
@@ -81,7 +81,7 @@ def probe_encoders(encoders: dict[str, VisionTransformer], data: ReplayDataset, 
     return result
 
 
-def evaluate_stage1(checkpoint: str | Path, data_root: str | Path, fields: list[str] | None = None,
+def evaluate_stage1(checkpoint: str | Path, data_root: str | Path | ReplayDataset, fields: list[str] | None = None,
                     max_rows: int = 4000, seed: int = 0) -> dict:
     """Probe a stage-1 checkpoint's target encoder beside a random-init encoder of the same shape."""
     from wmrl.config import from_dict
@@ -94,7 +94,7 @@ def evaluate_stage1(checkpoint: str | Path, data_root: str | Path, fields: list[
     if payload.get("stage") != 1:
         raise UserError(f"{checkpoint} is not a stage-1 checkpoint")
     stack_shape = tuple(payload["stack_shape"])
-    data = ReplayDataset(data_root)
+    data = as_dataset(data_root)
     data.require_stack_shape(stack_shape, "the encoder")
     trained = build_model(payload)
     torch.manual_seed(seed + 1000)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from wmrl.models.world_model import WorldModel
-from wmrl.data.replay import ReplayDataset, WindowSampler
+from wmrl.data.replay import ReplayDataset, as_dataset, WindowSampler
 from wmrl.errors import DatasetError, UserError
 
 
@@ -40,7 +40,7 @@ def load_world_model(checkpoint: str | Path) -> tuple[dict, WorldModel]:
 
 
 @torch.no_grad()
-def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int = 8, clips: int = 512,
+def evaluate_stage2(checkpoint: str | Path, data_root: str | Path | ReplayDataset, horizon: int = 8, clips: int = 512,
                     seed: int = 0) -> dict:
     from wmrl.config import from_dict
     from wmrl.train.config import Stage2Config
@@ -48,13 +48,13 @@ def evaluate_stage2(checkpoint: str | Path, data_root: str | Path, horizon: int 
 
     payload, wm = load_world_model(checkpoint)
     cfg = from_dict(Stage2Config, payload["config"], source="checkpoint")
-    data = ReplayDataset(data_root)
+    data = as_dataset(data_root)
     data.require_stack_shape(payload["stack_shape"], "the world model")
     if not 1 <= horizon < cfg.model.max_steps:
         raise UserError(f"--horizon must be in [1, {cfg.model.max_steps - 1}] for this model, got {horizon}")
     train_ids, val_ids = data.split(payload["val_fraction"])
     if len(val_ids) == 0:
-        raise DatasetError(f"{data_root} has too few episodes to hold any out")
+        raise DatasetError(f"{data.root} has too few episodes to hold any out")
     rows = WindowSampler(data, horizon + 1, clips, episodes=val_ids, seed=seed).sample_rows()  # [N, H+1]
     z = encode_dataset(wm, data, rows=rows)  # [N, H+1, M, D]
     action = torch.as_tensor(data.actions[rows])
@@ -131,7 +131,7 @@ def plot_stage2(r: dict, out: str | Path) -> None:
 
 
 @torch.no_grad()
-def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Path, horizon: int = 8, clips: int = 4,
+def imagined_video(checkpoint: str | Path, data_root: str | Path | ReplayDataset, out: str | Path, horizon: int = 8, clips: int = 4,
                    bank_rows: int = 4000, seed: int = 0, scale: int = 4) -> int:
     """Write an mp4 of held-out clips: real frames (left) beside the open-loop imagination (right).
 
@@ -145,7 +145,7 @@ def imagined_video(checkpoint: str | Path, data_root: str | Path, out: str | Pat
     payload, wm = load_world_model(checkpoint)
     if payload["proprio_columns"]:
         raise UserError("the imagined-rollout video needs a world model without proprioceptive inputs")
-    data = ReplayDataset(data_root)
+    data = as_dataset(data_root)
     train_ids, val_ids = data.split(payload["val_fraction"])
     rng = np.random.default_rng(seed)
     bank = np.flatnonzero(np.isin(data.row_episode, train_ids))

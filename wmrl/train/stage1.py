@@ -70,7 +70,8 @@ class Stage1Trainer(Trainer):
         return {"sampler": self.sampler.rng, "mask": self.mask_rng}
 
     def payload(self) -> dict:
-        return {"stack_shape": list(self.stack_shape), "dataset": str(self.data.root), "val_fraction": self.val_fraction}
+        return {"stack_shape": list(self.stack_shape), "dataset": str(self.data.root), "val_fraction": self.val_fraction,
+                "data_source": self.data.meta["wmrl"].get("source")}
 
     def momentum(self) -> float:
         start, end = self.cfg.ema

@@ -151,7 +151,8 @@ class Stage2Trainer(Trainer):
     def payload(self) -> dict:
         return {"stack_shape": list(self.stack_shape), "encoder_config": self.encoder_config,
                 "action_dim": self.action_dim, "discrete": self.discrete, "proprio_columns": self.proprio_columns,
-                "clip_len": self.clip_len, "dataset": str(self.data.root), "val_fraction": self.val_fraction}
+                "clip_len": self.clip_len, "dataset": str(self.data.root), "val_fraction": self.val_fraction,
+                "data_source": self.data.meta["wmrl"].get("source")}
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(pred, target) if self.cfg.loss == "l1" else F.mse_loss(pred, target)
