@@ -38,6 +38,7 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     for (env, agent), r in results.items():
         assert r["episodes"] == 2 and np.isfinite(r["return_mean"]) and max(r["lengths"]) <= 60
         assert ("success_rate" in r) == (env == "reacher")
+        assert r["train_resumed"] is False
     # Every agent meets the same seeded evaluation episodes; the model-based ones used the budget's real steps.
     mbrl = json.loads((out / "breakout/wmrl-mpc/seed-0/run.json").read_text())
     assert mbrl["rounds"][-1]["steps"] == 600
@@ -55,6 +56,14 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
     assert {p: p.read_text() for p in out.glob("**/result.json")} == before
     assert "(0 s)" in capsys.readouterr().out
+
+    # A cell killed before its result reruns from its saves; its training time (this process's
+    # only) is then marked as a lower bound.
+    killed = out / "breakout/random/seed-0"
+    (killed / "result.json").unlink()
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((killed / "result.json").read_text())["train_resumed"] is True
+    assert "| breakout | random | 600 |" in (report := (out / "report.md").read_text()) and "| ≥0.00 |" in report
 
 
 def test_sb3_run_resumes_from_its_last_save(tmp_path):

@@ -55,6 +55,7 @@ def summarise(results: list[dict]) -> list[dict]:
                "episodes": sum(r["episodes"] for r in rs), "return_mean": float(means.mean()),
                "return_std": float(means.std()), "return_iqm": iqm(means),
                "train_hours": sum(r["train_seconds"] for r in rs) / 3600 / len(rs),
+               "train_partial": any(r.get("train_resumed", False) for r in rs),  # then a lower bound
                "ms_per_action": float(np.mean([r["ms_per_action_mean"] for r in rs]))}
         ref = load_card(env).reference_scores
         if ref:
@@ -72,7 +73,7 @@ def markdown(rows: list[dict]) -> str:
         hns = f"{r['hns']:.3f}" if "hns" in r else "–"
         success = f"{r['success_rate']:.2f}" if "success_rate" in r else "–"
         lines.append(f"| {r['env']} | {r['agent']} | {r['budget']:,} | {r['seeds']} | {r['return_mean']:.2f} ± "
-                     f"{r['return_std']:.2f} | {r['return_iqm']:.2f} | {hns} | {success} | {r['train_hours']:.2f} | "
+                     f"{r['return_std']:.2f} | {r['return_iqm']:.2f} | {hns} | {success} | {'≥' if r.get('train_partial') else ''}{r['train_hours']:.2f} | "
                      f"{r['ms_per_action']:.1f} |")
     envs = sorted({r["env"] for r in rows} & set(PUBLISHED))
     for env in envs:

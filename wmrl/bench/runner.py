@@ -74,6 +74,9 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
         return json.loads(done.read_text())
     card = load_card(cell.env)
     folder.mkdir(parents=True, exist_ok=True)
+    # A cell started before (and killed) resumes from its saves; this process's clock then misses
+    # the earlier processes' training time, so the result says its time is a lower bound.
+    resumed = (folder / "cell.json").is_file()
     (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "machine": machine()}, indent=1))
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -84,7 +87,8 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
         csv.writer(f).writerows([("env_steps", "return"), *curve])
     # Every agent meets the same evaluation episodes: seeds fixed by the cell's seed, not its agent.
     result = evaluate(card, policy, cell.eval_episodes, seed=10**6 + 1000 * seed, max_steps=cell.eval_max_steps)
-    result.update(env=cell.env, agent=cell.agent, seed=seed, budget=cell.budget, train_seconds=train_seconds)
+    result.update(env=cell.env, agent=cell.agent, seed=seed, budget=cell.budget, train_seconds=train_seconds,
+                  train_resumed=resumed)
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, done)
