@@ -293,6 +293,12 @@ class ActionScaler:
             raise DatasetError(f"{where}: the action scaler was fitted at frameskip {self.frameskip}, null frames "
                                f"'{self.null_frames}', the data is read at {cfg.frameskip}, '{cfg.null_frames}'")
 
+    @classmethod
+    def fitted(cls, moments: RunningMoments, cfg: VptConfig) -> ActionScaler:
+        """The scaler of moments accumulated over the continuous columns, read at cfg's frameskip."""
+        return cls(list(CONTINUOUS), moments.mean.tolist(), moments.std.tolist(), moments.count,
+                   cfg.frameskip, cfg.null_frames)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -415,8 +421,7 @@ def fit_scaler(spec: str, cfg: VptConfig, skips: SkipLog | None = None) -> Actio
             skips.skip(raw, e)
     if moments.count == 0:
         raise DatasetError(f"no usable VPT segment in '{spec}' ({skips.summary()})")
-    return ActionScaler(list(CONTINUOUS), moments.mean.tolist(), moments.std.tolist(), moments.count,
-                        cfg.frameskip, cfg.null_frames)
+    return ActionScaler.fitted(moments, cfg)
 
 
 def _checked_log(raw: RawSegment) -> FrameLog:
@@ -468,8 +473,7 @@ def open_vpt(spec: str, cfg: VptConfig, scaler: ActionScaler | None = None, quie
         moments = RunningMoments(len(CONTINUOUS))
         for ep in episodes:
             moments.update(ep.actions[:, :len(CONTINUOUS)])
-        scaler = ActionScaler(list(CONTINUOUS), moments.mean.tolist(), moments.std.tolist(), moments.count,
-                              cfg.frameskip, cfg.null_frames)
+        scaler = ActionScaler.fitted(moments, cfg)
     scaler.check(cfg, spec)
     names = cfg.action_names
     if any(ep.states is None for ep in episodes):  # state only where every segment records it
