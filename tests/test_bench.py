@@ -11,7 +11,9 @@ from wmrl.bench import runner
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 
 from wmrl.bench.agents import train_sb3
-from wmrl.bench.report import iqm, write_report
+from pathlib import Path
+
+from wmrl.bench.report import HEADLINE_BEGIN, HEADLINE_END, headline, iqm, write_report
 from wmrl.cli import main
 from wmrl.envs import load_card, make_env
 
@@ -49,6 +51,15 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
         assert f"| breakout | {agent} | 600 |" in report
     assert "| reacher | sac | 200 |" in report and "Published breakout" in report
     assert (out / "curves_breakout.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+
+    # The headline table is written between its markers from these results; the rest stays as it was.
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{HEADLINE_BEGIN}\nold table\n{HEADLINE_END}\n\nafter\n")
+    assert main(["bench", "--report", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"# title\n\n{HEADLINE_BEGIN}\n| env | agent |") and text.endswith(f"{HEADLINE_END}\n\nafter\n")
+    assert "old table" not in text and "| breakout | wmrl-mpc | 600 | 1 |" in text and "| reacher | sac | 200 | 1 |" in text
+    assert text.count("**") == 4  # one best return per env, in bold
 
     # A rerun finds every cell done and changes nothing.
     before = {p: p.read_text() for p in out.glob("**/result.json")}
@@ -107,8 +118,25 @@ def test_bench_errors(tmp_path):
     assert r.returncode == 2 and "no finished benchmark cells" in r.stderr
     r = run_cli("bench")
     assert r.returncode == 2 and "exactly one of --suite" in r.stderr
+    r = run_cli("bench", "--suite", "quick", "--readme", tmp_path / "README.md")
+    assert r.returncode == 2 and "--readme goes with --report" in r.stderr
+    (tmp_path / "README.md").write_text("no markers\n")
+    r = run_cli("bench", "--report", REPO / "benchmarks/results/atari100k", "--readme", tmp_path / "README.md")
+    assert r.returncode == 2 and "needs the headline markers" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "README.md").read_text() == "no markers\n"
     corrupt = tmp_path / "c" / "breakout" / "random" / "seed-0"
     corrupt.mkdir(parents=True)
     (corrupt / "result.json").write_text("{not json")
     with pytest.raises(Exception, match="corrupt benchmark result"):
         write_report(tmp_path / "c")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_headline_table_is_the_committed_results():
+    """The README's table is what `wmrl bench --report ... --readme` writes from benchmarks/results/."""
+    text = (REPO / "README.md").read_text()
+    table = text.split(HEADLINE_BEGIN + "\n")[1].split(HEADLINE_END)[0]
+    roots = [p for p in (REPO / "benchmarks/results/atari100k", REPO / "benchmarks/results/robots") if p.is_dir()]
+    assert table == headline(roots)

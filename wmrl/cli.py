@@ -274,13 +274,19 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from wmrl.bench.report import write_report
+    from wmrl.bench.report import update_readme, write_report
     from wmrl.bench.runner import run_speed, run_suite
 
     if (args.suite is None) == (args.report is None):
-        raise UserError("bench needs exactly one of --suite NAME or --report DIR")
+        raise UserError("bench needs exactly one of --suite NAME or --report DIR...")
+    if args.readme is not None and args.report is None:
+        raise UserError("--readme goes with --report DIR...: the headline table comes from those folders")
     if args.report is not None:
-        print(f"report -> {write_report(args.report)}")
+        for root in args.report:
+            print(f"report -> {write_report(root)}")
+        if args.readme is not None:
+            update_readme(args.readme, args.report)
+            print(f"headline table -> {args.readme}")
         return
     out = args.out or Path("benchmarks/results") / args.suite
     if args.suite == "speed":
@@ -572,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every cell")
     p.add_argument("--agents", nargs="+", help="only these agents (random ppo a2c dqn sac wmrl-mpc wmrl-imagine)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<suite>); reruns resume it")
-    p.add_argument("--report", type=Path, help="rebuild the tables and plots of a results folder, run nothing")
+    p.add_argument("--report", type=Path, nargs="+", help="rebuild the tables and plots of results folders, run nothing")
+    p.add_argument("--readme", type=Path, help="with --report: rewrite this file's headline table from those folders")
     p.add_argument("--quick", action="store_true", help="speed suite: the benchmarks' smoke-test sizes")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -66,21 +66,67 @@ def summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
+def formatted(r: dict) -> dict[str, str]:
+    """A summary row's table cells."""
+    return {"env": r["env"], "agent": r["agent"], "budget": f"{r['budget']:,}", "seeds": str(r["seeds"]),
+            "return": f"{r['return_mean']:.2f} ± {r['return_std']:.2f}", "iqm": f"{r['return_iqm']:.2f}",
+            "hns": f"{r['hns']:.3f}" if "hns" in r else "–",
+            "success": f"{r['success_rate']:.2f}" if "success_rate" in r else "–",
+            "train": f"{'≥' if r.get('train_partial') else ''}{r['train_hours']:.2f}",  # ≥: resumed, a lower bound
+            "ms": f"{r['ms_per_action']:.1f}"}
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| env | agent | env steps | seeds | return mean ± std | IQM | human-norm. | success | train h/seed | ms/action |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        hns = f"{r['hns']:.3f}" if "hns" in r else "–"
-        success = f"{r['success_rate']:.2f}" if "success_rate" in r else "–"
-        lines.append(f"| {r['env']} | {r['agent']} | {r['budget']:,} | {r['seeds']} | {r['return_mean']:.2f} ± "
-                     f"{r['return_std']:.2f} | {r['return_iqm']:.2f} | {hns} | {success} | {'≥' if r.get('train_partial') else ''}{r['train_hours']:.2f} | "
-                     f"{r['ms_per_action']:.1f} |")
+    columns = ["env", "agent", "budget", "seeds", "return", "iqm", "hns", "success", "train", "ms"]
+    lines = table(["env", "agent", "env steps", "seeds", "return mean ± std", "IQM", "human-norm.", "success",
+                   "train h/seed", "ms/action"], [[formatted(r)[c] for c in columns] for r in rows])
     envs = sorted({r["env"] for r in rows} & set(PUBLISHED))
     for env in envs:
         lines += ["", f"Published {env} at 100k agent steps (paper tables, other code and machines; not measured here):",
                   "", "| method | return |", "|---|---|"]
         lines += [f"| {name} | {score} |" for name, score in PUBLISHED[env]]
     return "\n".join(lines) + "\n"
+
+
+# The README's headline table sits between these lines; `wmrl bench --report DIR... --readme README.md`
+# rewrites what is between them from the result files, so the README cannot drift from them.
+HEADLINE_BEGIN = "<!-- headline table: written by `wmrl bench --report ... --readme`; do not edit by hand -->"
+HEADLINE_END = "<!-- end of headline table -->"
+
+
+def headline(roots: list[Path]) -> str:
+    """One row per env x agent over every finished cell under `roots`; the best mean per env in bold."""
+    rows = summarise([r for root in roots for r in load_results(Path(root))])
+    if not rows:
+        raise UserError(f"no finished benchmark cells under {', '.join(map(str, roots))}")
+    best = {env: max(r["return_mean"] for r in rows if r["env"] == env) for env in {r["env"] for r in rows}}
+    cells = []
+    for r in rows:
+        f = formatted(r)
+        if r["return_mean"] == best[r["env"]]:
+            f["return"] = f"**{f['return']}**"
+        cells.append([f[c] for c in ("env", "agent", "budget", "seeds", "return", "hns", "success", "ms")])
+    lines = table(["env", "agent", "env steps", "seeds", "return, mean ± std over seeds", "human-norm.", "success",
+                   "ms/action"], cells)
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, roots: list[Path]) -> None:
+    """Replace the text between the headline markers in `readme` (kept otherwise byte for byte)."""
+    if not Path(readme).is_file():
+        raise UserError(f"no such file: {readme}")
+    text = Path(readme).read_text()
+    if text.count(HEADLINE_BEGIN) != 1 or text.count(HEADLINE_END) != 1:
+        raise UserError(f"{readme} needs the headline markers once each: {HEADLINE_BEGIN} ... {HEADLINE_END}")
+    head, rest = text.split(HEADLINE_BEGIN)
+    _, tail = rest.split(HEADLINE_END)
+    tmp = Path(readme).with_suffix(".tmp")
+    tmp.write_text(f"{head}{HEADLINE_BEGIN}\n{headline(roots)}{HEADLINE_END}{tail}")
+    tmp.replace(readme)
 
 
 def read_curve(folder: Path) -> np.ndarray:
