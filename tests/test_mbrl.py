@@ -73,16 +73,28 @@ def test_run_killed_mid_round_resumes_without_losing_or_repeating_steps(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "wmrl", "run", "--config", str(config), "--out", str(out), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    # Kill it once round 1's stage 2 has written a checkpoint (round 0 is recorded by then).
-    while time.time() < deadline and not (out / "world_model/round-1/checkpoint.pt").exists():
-        time.sleep(0.05)
+    # Kill it once round 1's collection is recorded, while that round trains.
+    def collected_round():
+        try:
+            return json.loads((out / "run.json").read_text()).get("collected", {}).get("round")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    while time.time() < deadline and collected_round() != 1:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert json.loads((out / "run.json").read_text())["rounds"][0]["steps"] == 300
+    killed = json.loads((out / "run.json").read_text())
+    assert killed["rounds"][0]["steps"] == 300 and len(killed["rounds"]) == 1
+    collected = killed["collected"]  # round 1's collection, saved before its training began
+    assert collected["round"] == 1 and collected["steps"] == 360 and collected["collect_seconds"] > 0
     r = run_cli("run", "--out", out, "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
     record = json.loads((out / "run.json").read_text())
     assert [row["steps"] for row in record["rounds"]] == [300, 360, 420] and record["eval"] is None
+    # The resumed round keeps its collection record, flagged: its seconds are only this process's.
+    assert all(record["rounds"][1][k] == v for k, v in collected.items() if k != "round")
+    assert record["rounds"][1]["resumed"] is True and "resumed" not in record["rounds"][2]
     assert load_checkpoint(out / "world_model/round-2")["step"] == 2
 
 

@@ -145,6 +145,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from wmrl.control.agent import MPCAgent
     from wmrl.envs import load_card, make_env
     from wmrl.eval.episodes import run_episodes, write_video
+    from wmrl.eval.tasks import episode_measure, task_summary
     from wmrl.train.checkpoint import load_checkpoint
 
     cfg = load_experiment(args.config) if args.config else None
@@ -166,7 +167,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if tuple(env.observation_space.shape) != tuple(payload["stack_shape"]):
             raise UserError(f"env card '{card.name}' gives stacks {env.observation_space.shape}, "
                             f"the world model wants {tuple(payload['stack_shape'])}")
-        goal_of, distance = goal_planning(args, card, payload, plan, env)
+        goal_of = goal_planning(args, card, payload, plan, env)
+        measure = episode_measure(card, env)
         try:
             agent = MPCAgent.from_checkpoint(payload, plan, env.action_space)
         except ValueError as e:
@@ -174,27 +176,31 @@ def cmd_plan(args: argparse.Namespace) -> None:
         on_reset = None if goal_of is None else lambda info: agent.set_goal(goal_of(info))
         torch.manual_seed(plan.seed)
         stats, frames = run_episodes(env, agent, args.episodes, seed=args.seed, max_steps=args.max_steps,
-                                     record=1 if args.video else 0, distance=distance, on_reset=on_reset)
+                                     record=1 if args.video else 0, measure=measure, on_reset=on_reset)
         baseline = None
         if args.compare_random:  # the same seeded episodes with uniform random actions
             from wmrl.policies import RandomPolicy
 
-            baseline = run_episodes(env, RandomPolicy(env.action_space, args.seed), args.episodes, seed=args.seed,
-                                    max_steps=args.max_steps, distance=distance)[0].summary()
+            random_stats = run_episodes(env, RandomPolicy(env.action_space, args.seed), args.episodes, seed=args.seed,
+                                        max_steps=args.max_steps, measure=measure)[0]
+            baseline = {**random_stats.summary(), **task_summary(card, random_stats.measures)}
     finally:
         env.close()
-    summary = stats.summary()
+    summary = {**stats.summary(), **task_summary(card, stats.measures)}
     capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
     print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
           f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "
           f"{summary['ms_per_action_mean']:.1f} ms per action ({plan.method}, {plan.population} candidates x "
           f"horizon {plan.horizon} x {plan.iterations} iterations)")
     for name, result in (("planner", summary), ("random policy", baseline)):
-        if result is not None and "final_distance" in result:
-            d = np.array(result["final_distance"])
-            result["success_rate"] = float((d < card.goal.threshold).mean())
-            print(f"{name}: success {result['success_rate']:.2f} (final distance < {card.goal.threshold}), "
-                  f"final distance {d.mean():.3f} ± {d.std():.3f}")
+        if result is not None and "success_rate" in result:
+            print(f"{name}: success {result['success_rate']:.2f}", end="")
+            if "final_distance" in result:
+                d = np.array(result["final_distance"])
+                print(f" (final distance < {card.goal.threshold}), final distance {d.mean():.3f} ± {d.std():.3f}", end="")
+            print()
+        if result is not None and "score" in result:
+            print(f"{name}: Crafter score {result['score']:.2f}% over {result['episodes']} episodes")
     if baseline is not None:
         summary["random_policy"] = baseline
         print(f"random policy: return {baseline['return_mean']:.2f} ± {baseline['return_std']:.2f}")
@@ -209,19 +215,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
-    """(goal stack of an episode from its reset info, or None; final goal distance from an info,
-    or None). With `--goal from-dataset` the plan scores goal energy alone unless the config
-    weighs it already; a goal card without `--goal` still reports distances."""
-    from wmrl.control.goals import DatasetGoals, has_goal_fields, info_distance, state_field
+    """The goal stack of an episode from its reset info, or None without `--goal`. With
+    `--goal from-dataset` the plan scores goal energy alone unless the config weighs it already."""
+    from wmrl.control.goals import DatasetGoals, has_goal_fields, state_field
 
     goal = card.goal
-    if args.goal is not None and not has_goal_fields(goal):
-        raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
-    if not has_goal_fields(goal):
-        return None, None
-    distance = info_distance(env, goal)
     if args.goal is None:
-        return None, distance
+        return None
+    if not has_goal_fields(goal):
+        raise UserError(f"env card '{card.name}' names no goal state fields (goal: achieved, desired)")
     from wmrl.data.replay import ReplayDataset
 
     data = ReplayDataset(args.data or payload["dataset"])
@@ -229,7 +231,7 @@ def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
     goals = DatasetGoals(data, goal)
     if not plan.goal_weight:
         plan.goal_weight, plan.reward_weight = 1.0, 0.0
-    return (lambda info: goals.goal_stack(state_field(info["state"], env.get_wrapper_attr("layout"), goal.desired))), distance
+    return lambda info: goals.goal_stack(state_field(info["state"], env.get_wrapper_attr("layout"), goal.desired))
 
 
 def cmd_imagine(args: argparse.Namespace) -> None:
@@ -268,8 +270,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     record = run.run()
     final = record["eval"]
     if final:
+        success = f", success {final['success_rate']:.2f}" if "success_rate" in final else ""
         print(f"{run.card.name}: {record['rounds'][-1]['steps']} real steps; evaluation return {final['return_mean']:.2f} "
-              f"± {final['return_std']:.2f} over {final['episodes']} episodes, {final['ms_per_action_mean']:.1f} ms "
+              f"± {final['return_std']:.2f} over {final['episodes']} episodes{success}, {final['ms_per_action_mean']:.1f} ms "
               f"per action -> {args.out / 'run.json'}")
 
 
@@ -292,7 +295,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "speed":
         run_speed(out, quick=args.quick)
     else:
-        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress)
+        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress, envs=args.envs)
     print(f"report -> {write_report(out)}")
 
 
@@ -577,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="quick, atari100k, robots or speed")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every cell")
     p.add_argument("--agents", nargs="+", help="only these agents (random ppo a2c dqn sac wmrl-mpc wmrl-imagine)")
+    p.add_argument("--envs", nargs="+", help="only these env cards of the suite")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<suite>); reruns resume it")
     p.add_argument("--report", type=Path, nargs="+", help="rebuild the tables and plots of results folders, run nothing")
     p.add_argument("--readme", type=Path, help="with --report: rewrite this file's headline table from those folders")

@@ -35,6 +35,7 @@ from wmrl.data.replay import ReplayDataset
 from wmrl.envs import load_card, make_env, make_vector_env
 from wmrl.errors import UserError
 from wmrl.eval.episodes import run_episodes
+from wmrl.eval.tasks import episode_measure, task_summary
 from wmrl.policies import RandomPolicy
 from wmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from wmrl.train.stage1 import Stage1Trainer
@@ -80,26 +81,38 @@ class ModelBasedRun:
         return run
 
     # ------------------------------------------------------------------ phases
-    def collect_round(self, index: int, target: int) -> dict:
-        """Collect until the dataset holds `target` steps: random in round 0, else the MPC agent."""
+    def collect_round(self, index: int, start: int, target: int) -> dict:
+        """Collect until the dataset holds `target` steps (it held `start` when the round began):
+        random in round 0, else the MPC agent. The round's collection record is saved as soon as
+        collection ends, so a run killed during training resumes with it."""
         r = self.cfg.run
+        saved = self.record.get("collected")
         venv = make_vector_env(self.card, r.num_envs, asynchronous=False)
         try:
             writer = open_writer(self.out / "data", self.card, venv, append=True)
-            missing = target - writer.meta["total_steps"]
-            if missing <= 0:
-                return {"steps": writer.meta["total_steps"], "episodes": 0, "return_mean": None, "collect_seconds": 0.0}
+            held = writer.meta["total_steps"]
+            if held >= target:
+                # Resumed after collection: the saved record (lost only if the kill came between the
+                # last write to the dataset and the record's, then the episodes go uncounted).
+                row = {k: v for k, v in saved.items() if k != "round"} if saved is not None and saved["round"] == index \
+                    else {"steps": held, "episodes": 0, "return_mean": None, "collect_seconds": 0.0}
+                return {**row, "resumed": True}
             if index == 0:
                 policy, name = RandomPolicy(venv.action_space, r.seed), "random"
             else:
                 policy, name = self.agent(venv.single_action_space), f"mpc round {index}"
-            stats = collect(venv, policy, writer, missing, seed=r.seed + 1000 * index, progress=self.progress,
+            stats = collect(venv, policy, writer, target - held, seed=r.seed + 1000 * index, progress=self.progress,
                             policy_name=name)
         finally:
             venv.close()
         finished = stats.returns  # episodes that ended within this round (unfinished ones are stored truncated)
-        return {"steps": writer.meta["total_steps"], "episodes": len(finished),
-                "return_mean": float(np.mean(finished)) if finished else None, "collect_seconds": stats.seconds}
+        row = {"steps": writer.meta["total_steps"], "episodes": len(finished),
+               "return_mean": float(np.mean(finished)) if finished else None, "collect_seconds": stats.seconds}
+        if held > start:  # a killed process collected part of this round: its episodes are not counted here
+            row["resumed"] = True
+        self.record["collected"] = {"round": index, **row}
+        _write_json(self.record_path, self.record)
+        return row
 
     def train_round(self, index: int) -> dict:
         r, data = self.cfg.run, ReplayDataset(self.out / "data")
@@ -141,10 +154,11 @@ class ModelBasedRun:
         try:
             agent = self.agent(env.action_space)
             torch.manual_seed(self.cfg.plan.seed)
-            stats, _ = run_episodes(env, agent, r.eval_episodes, seed=r.seed + 10**6, max_steps=r.eval_max_steps)
+            stats, _ = run_episodes(env, agent, r.eval_episodes, seed=r.seed + 10**6, max_steps=r.eval_max_steps,
+                                    measure=episode_measure(self.card, env))
         finally:
             env.close()
-        return stats.summary()
+        return {**stats.summary(), **task_summary(self.card, stats.measures)}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -153,7 +167,8 @@ class ModelBasedRun:
         targets = round_targets(r.budget, r.seed_steps, r.round_steps)
         for index in range(len(self.record["rounds"]), len(targets)):
             start = time.perf_counter()
-            row = {"round": index, **self.collect_round(index, targets[index])}
+            # resumed (set when part of the round ran in a killed process): its seconds are a lower bound
+            row = {"round": index, **self.collect_round(index, targets[index - 1] if index else 0, targets[index])}
             row.update(self.train_round(index))
             row["seconds"] = time.perf_counter() - start
             self.record["rounds"].append(row)

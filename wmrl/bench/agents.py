@@ -165,20 +165,15 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
 
 
 def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | None = None) -> dict:
-    """Full episodes from seeds seed, seed+1, ...; goal cards add the final distance and success."""
-    from wmrl.control.goals import has_goal_fields, info_distance
+    """Full episodes from seeds seed, seed+1, ...; plus what the card measures (success rate,
+    final goal distance, Crafter score: wmrl.eval.tasks)."""
     from wmrl.eval.episodes import run_episodes
+    from wmrl.eval.tasks import episode_measure, task_summary
 
     env = make_env(card)
-    distance = info_distance(env, card.goal) if has_goal_fields(card.goal) else None
     try:
         start = time.perf_counter()
-        stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, distance=distance)
+        stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, measure=episode_measure(card, env))
     finally:
         env.close()
-    out = stats.summary()
-    out["eval_seconds"] = time.perf_counter() - start
-    if distance is not None:
-        out["success_rate"] = float((np.array(stats.final_distance) < card.goal.threshold).mean())
-    return out
-
+    return {**stats.summary(), **task_summary(card, stats.measures), "eval_seconds": time.perf_counter() - start}

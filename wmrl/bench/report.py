@@ -22,7 +22,10 @@ from wmrl.errors import UserError
 PUBLISHED = {
     "breakout": [("random", 1.7), ("human", 30.5), ("SimPLe", 16.4), ("TWM", 20.0), ("STORM", 15.9),
                  ("DreamerV3", 31.0), ("IRIS", 83.7), ("DIAMOND", 132.5), ("BBF", 370.6), ("EfficientZero", 414.1)],
+    # Crafter score (%) at 1M env steps (Hafner 2021 and DreamerV3), over all training episodes.
+    "crafter": [("random", 1.6), ("SB3 PPO", 4.6), ("DreamerV2", 10.0), ("DreamerV3", 14.5), ("human", 50.5)],
 }
+PUBLISHED_WHAT = {"breakout": "return at 100k agent steps", "crafter": "Crafter score (%) at 1M env steps"}
 
 
 def iqm(x: np.ndarray) -> float:
@@ -57,11 +60,16 @@ def summarise(results: list[dict]) -> list[dict]:
                "train_hours": sum(r["train_seconds"] for r in rs) / 3600 / len(rs),
                "train_partial": any(r.get("train_resumed", False) for r in rs),  # then a lower bound
                "ms_per_action": float(np.mean([r["ms_per_action_mean"] for r in rs]))}
-        ref = load_card(env).reference_scores
-        if ref:
-            row["hns"] = (row["return_mean"] - ref["random"]) / (ref["human"] - ref["random"])
         if all("success_rate" in r for r in rs):
             row["success_rate"] = float(np.mean([r["success_rate"] for r in rs]))
+        if all("score" in r for r in rs):  # Crafter: the achievement score, in %
+            scores = np.array([r["score"] for r in rs])
+            row["score_mean"], row["score_std"] = float(scores.mean()), float(scores.std())
+        card = load_card(env)
+        if card.reference_scores:  # in the units of card.reference_metric: the return, or Crafter's score
+            value = row["score_mean"] if card.reference_metric == "score_pct" else row["return_mean"]
+            ref = card.reference_scores
+            row["hns"] = (value - ref["random"]) / (ref["human"] - ref["random"])
         rows.append(row)
     return rows
 
@@ -71,7 +79,8 @@ def formatted(r: dict) -> dict[str, str]:
     return {"env": r["env"], "agent": r["agent"], "budget": f"{r['budget']:,}", "seeds": str(r["seeds"]),
             "return": f"{r['return_mean']:.2f} ± {r['return_std']:.2f}", "iqm": f"{r['return_iqm']:.2f}",
             "hns": f"{r['hns']:.3f}" if "hns" in r else "–",
-            "success": f"{r['success_rate']:.2f}" if "success_rate" in r else "–",
+            "success": f"{r['success_rate']:.2f}" if "success_rate" in r
+            else f"{r['score_mean']:.1f}% ± {r['score_std']:.1f}" if "score_mean" in r else "–",
             "train": f"{'≥' if r.get('train_partial') else ''}{r['train_hours']:.2f}",  # ≥: resumed, a lower bound
             "ms": f"{r['ms_per_action']:.1f}"}
 
@@ -82,12 +91,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(rows: list[dict]) -> str:
     columns = ["env", "agent", "budget", "seeds", "return", "iqm", "hns", "success", "train", "ms"]
-    lines = table(["env", "agent", "env steps", "seeds", "return mean ± std", "IQM", "human-norm.", "success",
+    lines = table(["env", "agent", "env steps", "seeds", "return mean ± std", "IQM", "human-norm.", "success / score",
                    "train h/seed", "ms/action"], [[formatted(r)[c] for c in columns] for r in rows])
     envs = sorted({r["env"] for r in rows} & set(PUBLISHED))
     for env in envs:
-        lines += ["", f"Published {env} at 100k agent steps (paper tables, other code and machines; not measured here):",
-                  "", "| method | return |", "|---|---|"]
+        lines += ["", f"Published {env}, {PUBLISHED_WHAT[env]} (paper tables, other code and machines; not measured here):",
+                  "", f"| method | {PUBLISHED_WHAT[env].split(' at ')[0]} |", "|---|---|"]
         lines += [f"| {name} | {score} |" for name, score in PUBLISHED[env]]
     return "\n".join(lines) + "\n"
 
@@ -110,7 +119,7 @@ def headline(roots: list[Path]) -> str:
         if r["return_mean"] == best[r["env"]]:
             f["return"] = f"**{f['return']}**"
         cells.append([f[c] for c in ("env", "agent", "budget", "seeds", "return", "hns", "success", "ms")])
-    lines = table(["env", "agent", "env steps", "seeds", "return, mean ± std over seeds", "human-norm.", "success",
+    lines = table(["env", "agent", "env steps", "seeds", "return, mean ± std over seeds", "human-norm.", "success / score",
                    "ms/action"], cells)
     return "\n".join(lines) + "\n"
 

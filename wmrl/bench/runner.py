@@ -42,17 +42,20 @@ def _grid(envs: dict[str, tuple[str, ...]], budget: int, episodes: int, **kw) ->
     return [Cell(env, agent, budget, episodes, **kw) for env, agents in envs.items() for agent in agents]
 
 
-ATARI_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")
-ROBOT_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
+DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")
+CONTINUOUS_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
 
 SUITES: dict[str, list[Cell]] = {
     # Proves the harness end to end in minutes: every agent kind on both action types.
-    "quick": _grid({"breakout": ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")}, 2000, 2,
+    "quick": _grid({"breakout": DISCRETE_AGENTS}, 2000, 2,
                    config="quick-breakout", imagine_steps=2048, eval_max_steps=500)
     + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
     # Atari-100k (shared/PROTOCOL.md): 100k agent steps, 10 full episodes per seed.
-    "atari100k": _grid({"breakout": ATARI_AGENTS}, 100_000, 10),
-    "robots": _grid({"reacher": ROBOT_AGENTS}, 50_000, 50),
+    "atari100k": _grid({"breakout": DISCRETE_AGENTS}, 100_000, 10),
+    # Goal reaching from pixels (shared/PROTOCOL.md): 50 seeded episodes, success rate.
+    "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),
+    # Crafter at its authors' 1M-step budget; the score is computed over 20 evaluation episodes.
+    "crafter": _grid({"crafter": DISCRETE_AGENTS}, 1_000_000, 20),
 }
 
 
@@ -96,14 +99,19 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
 
 
 def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None = None,
-              progress: bool = False) -> list[dict]:
+              progress: bool = False, envs: list[str] | None = None) -> list[dict]:
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (suites: {', '.join([*SUITES, 'speed'])})")
     unknown = set(agents or []) - set(AGENTS)
     if unknown:
         raise UserError(f"unknown agent(s) {', '.join(sorted(unknown))} (agents: {', '.join(AGENTS)})")
+    unknown = set(envs or []) - {c.env for c in SUITES[suite]}
+    if unknown:
+        raise UserError(f"env(s) {', '.join(sorted(unknown))} not in suite '{suite}' "
+                        f"(its envs: {', '.join(sorted({c.env for c in SUITES[suite]}))})")
     out, results = Path(out), []
-    cells = [c for c in SUITES[suite] if (not agents or c.agent in agents) and supports(c.agent, load_card(c.env))]
+    cells = [c for c in SUITES[suite] if (not agents or c.agent in agents) and (not envs or c.env in envs)
+             and supports(c.agent, load_card(c.env))]
     for seed in range(seeds):
         for cell in cells:
             start = time.perf_counter()

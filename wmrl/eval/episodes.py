@@ -20,24 +20,22 @@ class EpisodeStats:
     lengths: list[int] = field(default_factory=list)
     truncated_by_cap: list[bool] = field(default_factory=list)  # stopped by max_steps, not the env
     action_seconds: list[float] = field(default_factory=list)  # one per action
-    final_distance: list[float] = field(default_factory=list)  # goal envs: achieved-desired distance at the end
+    measures: list[dict] = field(default_factory=list)  # per episode, `measure(info)` at its end (wmrl.eval.tasks)
 
     def summary(self) -> dict:
         r, ms = np.array(self.returns), 1000 * np.array(self.action_seconds)
         out = {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std()),
                "returns": self.returns, "lengths": self.lengths, "capped": int(sum(self.truncated_by_cap)),
                "ms_per_action_mean": float(ms.mean()), "ms_per_action_median": float(np.median(ms))}
-        if self.final_distance:
-            out["final_distance"] = self.final_distance
         return out
 
 
 def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: int | None = None,
-                 record: int = 0, distance=None, on_reset=None) -> tuple[EpisodeStats, list[np.ndarray]]:
+                 record: int = 0, measure=None, on_reset=None) -> tuple[EpisodeStats, list[np.ndarray]]:
     """Run `episodes` seeded episodes (seed, seed+1, ...). Returns the stats and the newest frame of
-    each observation of the first `record` episodes ([C, H, W] uint8 each). `distance(info)` gives
-    a goal env's achieved-desired distance, recorded at each episode's end; `on_reset(info)` runs
-    after each reset (e.g. to give the agent the episode's goal)."""
+    each observation of the first `record` episodes ([C, H, W] uint8 each). `measure(info)` is
+    recorded from each episode's last info (goal distance, success, achievements: wmrl.eval.tasks);
+    `on_reset(info)` runs after each reset (e.g. to give the agent the episode's goal)."""
     stats, frames = EpisodeStats(), []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
@@ -61,8 +59,8 @@ def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: i
         stats.returns.append(total)
         stats.lengths.append(steps)
         stats.truncated_by_cap.append(capped)
-        if distance is not None:
-            stats.final_distance.append(float(distance(info)))
+        if measure is not None:
+            stats.measures.append(measure(info))
     return stats, frames
 
 
