@@ -213,7 +213,7 @@ def cells_report(root: Path, results: list[dict]) -> str:
     text = ("Protocol: shared/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
             "seeds of each seed's mean evaluation return.\n\n"
-            f"Machine: {m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
+            f"Machine: {m['cpu'] + ', ' if m.get('cpu') else ''}{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
             f"GPU {m['cuda'] or 'none'}.\n\n" + markdown(rows))
     for path in plot_curves(results, root):
         text += f"\n![{path.stem}]({path.name})\n"
