@@ -24,7 +24,10 @@ def test_bench_train_quick(tmp_path):
     assert r.returncode == 0, r.stderr
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| default:" in table and "MFU" in table
-    assert next(tmp_path.glob("*.json")).read_text()
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    stage2 = result["stage2"]  # one stage-2 config after the stage-1 ones
+    assert "## Stage-2 training" in table and "| stage2:" in table
+    assert stage2["steps_per_s"] > 0 and stage2["frames_per_s"] > 0 and 0 < stage2["mfu"] <= 1
 
 
 def test_bench_control_quick(tmp_path):
