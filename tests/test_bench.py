@@ -165,3 +165,12 @@ def test_crafter_cell_reports_its_score(tmp_path):
     hns = (result["score"] - 1.6) / (50.5 - 1.6)
     assert f"| {hns:.3f} | {result['score']:.1f}% ± 0.0 |" in report
     assert "Published crafter, Crafter score (%) at 1M env steps" in report and "| DreamerV3 | 14.5 |" in report
+
+
+def test_report_shows_success_and_progress():
+    from wmrl.bench.report import markdown, summarise
+
+    results = [{"env": "pusht", "agent": "random", "budget": 100, "episodes": 2, "return_mean": r, "train_seconds": 0.0,
+                "ms_per_action_mean": 1.0, "success_rate": s, "progress_mean": p}
+               for r, s, p in ((1.0, 0.0, 0.2), (3.0, 0.5, 0.6))]
+    assert "| 2.00 ± 1.00 | 2.00 | – | 0.25 (progress 0.40) |" in markdown(summarise(results))

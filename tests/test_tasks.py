@@ -51,7 +51,18 @@ def test_success_from_distance_or_from_the_envs_own_flag():
     assert fetch.goal.success_info == "is_success" and fetch.goal.threshold == 0.05
     measures = [{"distance": 0.01, "success": False}, {"distance": 0.2, "success": True}, {"distance": 0.3, "success": True}]
     assert task_summary(fetch, measures)["success_rate"] == pytest.approx(2 / 3)
-    pusht = load_card("pusht")  # only the flag: no distance
+    pusht = load_card("pusht")  # the flag and the coverage: no distance
     measure = episode_measure(pusht, env=None)
-    assert measure({"is_success": True}) == {"success": True} and measure({}) == {"success": False}
+    assert measure({"is_success": True, "coverage": 0.97}) == {"success": True, "progress": 0.97}
+    assert measure({}) == {"success": False, "progress": 0.0}
+    out = task_summary(pusht, [measure({"is_success": False, "coverage": 0.2}), measure({"is_success": True, "coverage": 0.96})])
+    assert out["success_rate"] == 0.5 and out["final_progress"] == [0.2, 0.96] and out["progress_mean"] == pytest.approx(0.58)
     assert episode_measure(load_card("breakout"), env=None) is None and task_summary(pusht, []) == {}
+    env = make_env(pusht)  # the real env sets both keys
+    try:
+        stats, _ = run_episodes(env, RandomPolicy(env.action_space, 0), 2, seed=0, max_steps=10,
+                                measure=episode_measure(pusht, env))
+    finally:
+        env.close()
+    out = task_summary(pusht, stats.measures)
+    assert out["success_rate"] == 0 and len(out["final_progress"]) == 2 and 0 <= out["progress_mean"] < 0.95

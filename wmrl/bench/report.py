@@ -62,6 +62,8 @@ def summarise(results: list[dict]) -> list[dict]:
                "ms_per_action": float(np.mean([r["ms_per_action_mean"] for r in rs]))}
         if all("success_rate" in r for r in rs):
             row["success_rate"] = float(np.mean([r["success_rate"] for r in rs]))
+        if all("progress_mean" in r for r in rs):  # PushT: the final coverage
+            row["progress_mean"] = float(np.mean([r["progress_mean"] for r in rs]))
         if all("score" in r for r in rs):  # Crafter: the achievement score, in %
             scores = np.array([r["score"] for r in rs])
             row["score_mean"], row["score_std"] = float(scores.mean()), float(scores.std())
@@ -79,8 +81,9 @@ def formatted(r: dict) -> dict[str, str]:
     return {"env": r["env"], "agent": r["agent"], "budget": f"{r['budget']:,}", "seeds": str(r["seeds"]),
             "return": f"{r['return_mean']:.2f} ± {r['return_std']:.2f}", "iqm": f"{r['return_iqm']:.2f}",
             "hns": f"{r['hns']:.3f}" if "hns" in r else "–",
-            "success": f"{r['success_rate']:.2f}" if "success_rate" in r
-            else f"{r['score_mean']:.1f}% ± {r['score_std']:.1f}" if "score_mean" in r else "–",
+            "success": (f"{r['success_rate']:.2f}" if "success_rate" in r
+                        else f"{r['score_mean']:.1f}% ± {r['score_std']:.1f}" if "score_mean" in r else "–")
+            + (f" (progress {r['progress_mean']:.2f})" if "progress_mean" in r else ""),
             "train": f"{'≥' if r.get('train_partial') else ''}{r['train_hours']:.2f}",  # ≥: resumed, a lower bound
             "ms": f"{r['ms_per_action']:.1f}"}
 

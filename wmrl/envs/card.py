@@ -84,6 +84,7 @@ class GoalSpec:
     desired: str | None = None  # state field holding the goal position
     threshold: float | None = None  # success when ||achieved - desired|| < threshold
     success_info: str | None = None  # or: an info key the env sets on success
+    progress_info: str | None = None  # an info key measuring how far the task got (PushT: coverage), averaged at the end
 
 
 @dataclass

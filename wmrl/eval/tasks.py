@@ -4,6 +4,8 @@
   (PushT: coverage >= 0.95, Fetch: within 0.05 of the goal) counts episodes whose last step
   set it; a card with achieved/desired state fields and a threshold (Reacher) counts episodes
   ending closer than the threshold, and also reports those final distances.
+* Progress. A card's `goal.progress_info` names an info key whose value at the episode's end is
+  reported per episode and averaged (PushT: the block's coverage of the goal region).
 * Crafter score (cards with `reference_metric: score_pct`). Per achievement, the success rate s_i
   is the % of episodes that unlocked it at least once; the score is exp(mean_i ln(1 + s_i)) - 1,
   over all of the game's achievements, as Crafter's authors define it (Hafner 2021). They compute
@@ -31,8 +33,9 @@ def episode_measure(card: EnvCard, env) -> Callable[[dict], dict] | None:
     goal = card.goal
     distance = info_distance(env, goal) if has_goal_fields(goal) and goal.threshold is not None else None
     success_key = goal.success_info if goal is not None else None
+    progress_key = goal.progress_info if goal is not None else None
     achievements = card.reference_metric == "score_pct"
-    if distance is None and success_key is None and not achievements:
+    if distance is None and success_key is None and progress_key is None and not achievements:
         return None
 
     def measure(info: dict) -> dict:
@@ -41,6 +44,8 @@ def episode_measure(card: EnvCard, env) -> Callable[[dict], dict] | None:
             out["distance"] = float(distance(info))
         if success_key is not None:
             out["success"] = bool(info.get(success_key, False))
+        if progress_key is not None:
+            out["progress"] = float(info.get(progress_key, 0.0))  # PushT: no coverage before the first step
         if achievements:
             out["achievements"] = {name: int(n) for name, n in info["achievements"].items()}
         return out
@@ -68,6 +73,9 @@ def task_summary(card: EnvCard, measures: list[dict]) -> dict:
         out["success_rate"] = float(np.mean([m["success"] for m in measures]))
     elif "distance" in measures[0]:
         out["success_rate"] = float(np.mean([m["distance"] < card.goal.threshold for m in measures]))
+    if "progress" in measures[0]:
+        out["final_progress"] = [m["progress"] for m in measures]
+        out["progress_mean"] = float(np.mean(out["final_progress"]))
     if "achievements" in measures[0]:
         out["score"], out["achievement_rates"] = crafter_score([m["achievements"] for m in measures])
     return out
