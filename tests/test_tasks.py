@@ -11,6 +11,17 @@ from wmrl.eval.tasks import crafter_score, episode_measure, task_summary
 from wmrl.policies import RandomPolicy
 
 
+def random_episodes(card, episodes: int, max_steps: int | None = None) -> list[dict]:
+    """The card's measures of seeded random-policy episodes in its real env."""
+    env = make_env(card)
+    try:
+        stats, _ = run_episodes(env, RandomPolicy(env.action_space, 0), episodes, seed=0, max_steps=max_steps,
+                                measure=episode_measure(card, env))
+    finally:
+        env.close()
+    return stats.measures
+
+
 def test_crafter_score_is_the_geometric_mean_of_success_rates():
     names = [f"a{i}" for i in range(22)]
     episodes = [{n: 0 for n in names} for _ in range(4)]
@@ -25,25 +36,14 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates():
 
 def test_crafter_episodes_report_the_score():
     card = load_card("crafter")
-    env = make_env(card)
-    try:
-        stats, _ = run_episodes(env, RandomPolicy(env.action_space, 0), 2, seed=0, max_steps=300,
-                                measure=episode_measure(card, env))
-    finally:
-        env.close()
-    out = task_summary(card, stats.measures)
+    out = task_summary(card, random_episodes(card, 2, max_steps=300))
     assert len(out["achievement_rates"]) == 22 and set(out["achievement_rates"].values()) <= {0.0, 50.0, 100.0}
     assert 0 <= out["score"] <= 100 and "success_rate" not in out
 
 
 def test_success_from_distance_or_from_the_envs_own_flag():
     reacher = load_card("reacher")  # fingertip-target distance under 0.05
-    env = make_env(reacher)
-    try:
-        stats, _ = run_episodes(env, RandomPolicy(env.action_space, 0), 2, seed=0, measure=episode_measure(reacher, env))
-    finally:
-        env.close()
-    out = task_summary(reacher, stats.measures)
+    out = task_summary(reacher, random_episodes(reacher, 2))
     assert len(out["final_distance"]) == 2 and all(d > 0 for d in out["final_distance"])
     assert out["success_rate"] == np.mean(np.array(out["final_distance"]) < 0.05)
 
@@ -58,11 +58,5 @@ def test_success_from_distance_or_from_the_envs_own_flag():
     out = task_summary(pusht, [measure({"is_success": False, "coverage": 0.2}), measure({"is_success": True, "coverage": 0.96})])
     assert out["success_rate"] == 0.5 and out["final_progress"] == [0.2, 0.96] and out["progress_mean"] == pytest.approx(0.58)
     assert episode_measure(load_card("breakout"), env=None) is None and task_summary(pusht, []) == {}
-    env = make_env(pusht)  # the real env sets both keys
-    try:
-        stats, _ = run_episodes(env, RandomPolicy(env.action_space, 0), 2, seed=0, max_steps=10,
-                                measure=episode_measure(pusht, env))
-    finally:
-        env.close()
-    out = task_summary(pusht, stats.measures)
+    out = task_summary(pusht, random_episodes(pusht, 2, max_steps=10))  # the real env sets both keys
     assert out["success_rate"] == 0 and len(out["final_progress"]) == 2 and 0 <= out["progress_mean"] < 0.95
