@@ -45,6 +45,10 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     mbrl = json.loads((out / "breakout/wmrl-mpc/seed-0/run.json").read_text())
     assert mbrl["rounds"][-1]["steps"] == 600
     assert (out / "breakout/ppo/seed-0/model.zip").is_file() and (out / "breakout/wmrl-imagine/seed-0/model.zip").is_file()
+    # A cell records its SB3 settings (the replay buffer capped at the budget) and the machine.
+    cell = json.loads((out / "breakout/dqn/seed-0/cell.json").read_text())
+    assert cell["sb3_settings"]["buffer_size"] == 600 and cell["machine"]["cpus"] >= 1
+    assert json.loads((out / "breakout/random/seed-0/cell.json").read_text())["sb3_settings"] is None
 
     report = (out / "report.md").read_text()
     for agent in ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine"):

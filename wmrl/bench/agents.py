@@ -62,15 +62,21 @@ def sb3_training_env(card: EnvCard, folder: Path, index: int) -> gym.Env:
     return StackToChannels(env)
 
 
+def sb3_settings(algo: str, budget: int) -> dict:
+    """The SB3 settings of `algo` at `budget` (n_envs included), as the cell records them."""
+    settings = dict(SB3_SETTINGS[algo])
+    if "buffer_size" in settings:  # frame stacks are large: never allocate more than the budget needs
+        settings["buffer_size"] = min(settings["buffer_size"], budget)
+    return settings
+
+
 def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False) -> SB3Policy:
     """Learn `budget` agent steps in `chunks`, saving after each; a rerun continues from the last save."""
     import stable_baselines3
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    settings = dict(SB3_SETTINGS[algo])
+    settings = sb3_settings(algo, budget)
     n_envs = settings.pop("n_envs")
-    if "buffer_size" in settings:  # frame stacks are large: never allocate more than the budget needs
-        settings["buffer_size"] = min(settings["buffer_size"], budget)
     monitors = folder / "monitor"
     monitors.mkdir(parents=True, exist_ok=True)
     venv = DummyVecEnv([lambda i=i: sb3_training_env(card, monitors, i) for i in range(n_envs)])

@@ -1,6 +1,6 @@
 """Benchmark suites: env x agent x seed cells at equal real-env step budgets, one folder each.
 
-    out/<env>/<agent>/seed-<k>/cell.json     what the cell is (env, agent, budget, seed, machine)
+    out/<env>/<agent>/seed-<k>/cell.json     what the cell is (env, agent, budget, seed, SB3 settings, machine)
                                curve.csv     env_steps,return: full episodes seen while learning
                                result.json   the evaluation; written last, so it marks the cell done
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from wmrl.bench.agents import AGENTS, evaluate, supports, train_agent
+from wmrl.bench.agents import AGENTS, SB3_SETTINGS, evaluate, sb3_settings, supports, train_agent
 from wmrl.envs import load_card
 from wmrl.errors import UserError
 
@@ -83,7 +83,10 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
     # A cell started before (and killed) resumes from its saves; this process's clock then misses
     # the earlier processes' training time, so the result says its time is a lower bound.
     resumed = (folder / "cell.json").is_file()
-    (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "machine": machine()}, indent=1))
+    # SB3 agents: their settings here; wmrl agents: the whole experiment config is in wmrl-mpc's run.json.
+    settings = sb3_settings(cell.agent, cell.budget) if cell.agent in SB3_SETTINGS else None
+    (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "sb3_settings": settings,
+                                                  "machine": machine()}, indent=1, default=str))
     torch.manual_seed(seed)
     start = time.perf_counter()
     policy, curve = train_agent(cell.agent, card, cell.budget, seed, folder, cell.config or card.name,
