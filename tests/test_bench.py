@@ -126,6 +126,11 @@ def test_bench_errors(tmp_path):
     assert r.returncode == 2 and "no finished benchmark cells" in r.stderr
     r = run_cli("bench")
     assert r.returncode == 2 and "exactly one of --suite" in r.stderr
+    r = run_cli("bench", "--suite", "atari100k", "--envs", "pongg", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "pongg" in r.stderr and "Traceback" not in r.stderr
+    # A card the suite does not list, without a config for the wmrl agents: refused before any training.
+    r = run_cli("bench", "--suite", "robots", "--envs", "fetch_push", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "need configs/fetch_push.yaml" in r.stderr and not (tmp_path / "x").exists()
     r = run_cli("bench", "--suite", "quick", "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "--readme goes with --report" in r.stderr
     (tmp_path / "README.md").write_text("no markers\n")
@@ -178,3 +183,11 @@ def test_report_shows_success_and_progress():
                 "ms_per_action_mean": 1.0, "success_rate": s, "progress_mean": p}
                for r, s, p in ((1.0, 0.0, 0.2), (3.0, 0.5, 0.6))]
     assert "| 2.00 ± 1.00 | 2.00 | – | 0.25 (progress 0.40) |" in markdown(summarise(results))
+
+
+def test_suite_cells_for_a_card_the_suite_does_not_list():
+    cells = runner.suite_cells("atari100k", ["crafter", "breakout"])  # crafter: the template's cells
+    assert [(c.env, c.agent) for c in cells] == [("crafter", a) for a in runner.DISCRETE_AGENTS] + [
+        ("breakout", a) for a in runner.DISCRETE_AGENTS]
+    assert {(c.budget, c.eval_episodes, c.config) for c in cells} == {(100_000, 10, "")}
+    assert runner.suite_cells("robots", ["reacher"]) == [c for c in runner.SUITES["robots"] if c.env == "reacher"]

@@ -17,14 +17,15 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from wmrl.bench.agents import AGENTS, SB3_SETTINGS, evaluate, sb3_settings, supports, train_agent
+from wmrl.config import load_experiment
 from wmrl.envs import load_card
-from wmrl.errors import UserError
+from wmrl.errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
     return result
 
 
+def suite_cells(suite: str, envs: list[str] | None = None) -> list[Cell]:
+    """The suite's cells; with `envs`, those env cards' cells: a card the suite does not list (a
+    game a user added, say) gets the cells of the suite's first env (same agents, budget, episodes),
+    with its own experiment config for the wmrl agents (configs/<card name>.yaml)."""
+    cells = SUITES[suite]
+    if not envs:
+        return cells
+    template = [c for c in cells if c.env == cells[0].env]
+    chosen = []
+    for env in envs:
+        name = load_card(env).name  # an unknown card: one line, exit 2
+        chosen += [c for c in cells if c.env == name] or [replace(c, env=name, config="") for c in template]
+    return chosen
+
+
 def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None = None,
               progress: bool = False, envs: list[str] | None = None) -> list[dict]:
     if suite not in SUITES:
@@ -111,13 +127,15 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
     unknown = set(agents or []) - set(AGENTS)
     if unknown:
         raise UserError(f"unknown agent(s) {', '.join(sorted(unknown))} (agents: {', '.join(AGENTS)})")
-    unknown = set(envs or []) - {c.env for c in SUITES[suite]}
-    if unknown:
-        raise UserError(f"env(s) {', '.join(sorted(unknown))} not in suite '{suite}' "
-                        f"(its envs: {', '.join(sorted({c.env for c in SUITES[suite]}))})")
     out, results = Path(out), []
-    cells = [c for c in SUITES[suite] if (not agents or c.agent in agents) and (not envs or c.env in envs)
-             and supports(c.agent, load_card(c.env))]
+    cells = [c for c in suite_cells(suite, envs) if (not agents or c.agent in agents) and supports(c.agent, load_card(c.env))]
+    for cell in cells:  # before hours of training: every wmrl cell has its experiment config
+        if cell.agent.startswith("wmrl"):
+            try:
+                load_experiment(cell.config or cell.env)
+            except ConfigError as e:
+                raise UserError(f"{e}: the wmrl agents on '{cell.env}' need configs/{cell.env}.yaml "
+                                f"(e.g. a copy of configs/{SUITES[suite][0].env}.yaml with env: {cell.env})") from None
     for seed in range(seeds):
         for cell in cells:
             start = time.perf_counter()
