@@ -175,7 +175,8 @@ def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
             per_seed = np.array(per_seed, float)
             seen = np.isfinite(per_seed).any(0)  # bins where some seed finished an episode
             curve = np.array([np.nanmean(per_seed[:, b]) if seen[b] else np.nan for b in range(points)])
-            ax.plot((edges[:-1] + edges[1:]) / 2, curve, marker=".", color=color, label=agent)
+            ok = np.isfinite(curve)  # a line through the bins with episodes (wmrl-mpc: one point per round)
+            ax.plot(((edges[:-1] + edges[1:]) / 2)[ok], curve[ok], marker=".", color=color, label=agent)
             ax.plot([budget], [np.mean([r["return_mean"] for r in rs])], marker="*", ms=12, color=color, ls="none")
         ax.set(xlabel="env steps", ylabel="episode return (learning)", title=f"{env}: learning episodes; ★ = final evaluation")
         ax.legend(fontsize=8)
