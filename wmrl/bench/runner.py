@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from wmrl.bench.agents import AGENTS, SB3_SETTINGS, evaluate, sb3_settings, supports, train_agent
-from wmrl.config import load_experiment
+from wmrl.config import find_config, load_experiment
 from wmrl.envs import load_card
 from wmrl.errors import ConfigError, UserError
 
@@ -129,13 +129,14 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
         raise UserError(f"unknown agent(s) {', '.join(sorted(unknown))} (agents: {', '.join(AGENTS)})")
     out, results = Path(out), []
     cells = [c for c in suite_cells(suite, envs) if (not agents or c.agent in agents) and supports(c.agent, load_card(c.env))]
-    for cell in cells:  # before hours of training: every wmrl cell has its experiment config
+    for cell in cells:  # before hours of training: every wmrl cell has a valid experiment config
         if cell.agent.startswith("wmrl"):
             try:
-                load_experiment(cell.config or cell.env)
+                find_config(cell.config or cell.env)
             except ConfigError as e:
                 raise UserError(f"{e}: the wmrl agents on '{cell.env}' need configs/{cell.env}.yaml "
                                 f"(e.g. a copy of configs/{SUITES[suite][0].env}.yaml with env: {cell.env})") from None
+            load_experiment(cell.config or cell.env)  # a bad key: its own one-line error
     for seed in range(seeds):
         for cell in cells:
             start = time.perf_counter()
