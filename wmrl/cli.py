@@ -145,7 +145,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from wmrl.control.agent import MPCAgent
     from wmrl.envs import load_card, make_env
     from wmrl.eval.episodes import run_episodes, write_video
-    from wmrl.eval.tasks import episode_measure, task_summary
+    from wmrl.eval.tasks import episode_measure
     from wmrl.train.checkpoint import load_checkpoint
 
     cfg = load_experiment(args.config) if args.config else None
@@ -183,10 +183,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
             random_stats = run_episodes(env, RandomPolicy(env.action_space, args.seed), args.episodes, seed=args.seed,
                                         max_steps=args.max_steps, measure=measure)[0]
-            baseline = {**random_stats.summary(), **task_summary(card, random_stats.measures)}
+            baseline = random_stats.summary(card)
     finally:
         env.close()
-    summary = {**stats.summary(), **task_summary(card, stats.measures)}
+    summary = stats.summary(card)
     capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
     print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
           f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "

@@ -35,7 +35,7 @@ from wmrl.data.replay import ReplayDataset
 from wmrl.envs import load_card, make_env, make_vector_env
 from wmrl.errors import UserError
 from wmrl.eval.episodes import run_episodes
-from wmrl.eval.tasks import episode_measure, task_summary
+from wmrl.eval.tasks import episode_measure
 from wmrl.policies import RandomPolicy
 from wmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from wmrl.train.stage1 import Stage1Trainer
@@ -158,7 +158,7 @@ class ModelBasedRun:
                                     measure=episode_measure(self.card, env))
         finally:
             env.close()
-        return {**stats.summary(), **task_summary(self.card, stats.measures)}
+        return stats.summary(self.card)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:

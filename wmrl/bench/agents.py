@@ -174,7 +174,7 @@ def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | N
     """Full episodes from seeds seed, seed+1, ...; plus what the card measures (success rate,
     final goal distance, Crafter score: wmrl.eval.tasks)."""
     from wmrl.eval.episodes import run_episodes
-    from wmrl.eval.tasks import episode_measure, task_summary
+    from wmrl.eval.tasks import episode_measure
 
     env = make_env(card)
     try:
@@ -182,4 +182,4 @@ def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | N
         stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, measure=episode_measure(card, env))
     finally:
         env.close()
-    return {**stats.summary(), **task_summary(card, stats.measures), "eval_seconds": time.perf_counter() - start}
+    return {**stats.summary(card), "eval_seconds": time.perf_counter() - start}

@@ -22,12 +22,16 @@ class EpisodeStats:
     action_seconds: list[float] = field(default_factory=list)  # one per action
     measures: list[dict] = field(default_factory=list)  # per episode, `measure(info)` at its end (wmrl.eval.tasks)
 
-    def summary(self) -> dict:
+    def summary(self, card=None) -> dict:
+        """Returns, lengths, ms per action; with the env card, what it measures besides the return
+        (success rate, final distances, Crafter score: wmrl.eval.tasks)."""
+        from wmrl.eval.tasks import task_summary
+
         r, ms = np.array(self.returns), 1000 * np.array(self.action_seconds)
         out = {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std()),
                "returns": self.returns, "lengths": self.lengths, "capped": int(sum(self.truncated_by_cap)),
                "ms_per_action_mean": float(ms.mean()), "ms_per_action_median": float(np.median(ms))}
-        return out
+        return out if card is None else {**out, **task_summary(card, self.measures)}
 
 
 def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: int | None = None,

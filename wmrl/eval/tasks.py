@@ -14,7 +14,7 @@
 
     >>> measure = episode_measure(card, env)          # info -> dict, at each episode's end
     >>> stats, _ = run_episodes(env, agent, 10, measure=measure)
-    >>> task_summary(card, stats.measures)            # {"success_rate": ...} / {"score": ...}
+    >>> stats.summary(card)                           # ... + {"success_rate": ...} / {"score": ...}
 """
 
 from __future__ import annotations
