@@ -2,20 +2,21 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
-
-from wmrl.bench import runner
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 
+from wmrl.bench import runner
 from wmrl.bench.agents import train_sb3
-from pathlib import Path
-
 from wmrl.bench.report import HEADLINE_BEGIN, HEADLINE_END, headline, iqm, write_report
 from wmrl.cli import main
 from wmrl.envs import load_card, make_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     assert (out / "breakout/ppo/seed-0/model.zip").is_file() and (out / "breakout/wmrl-imagine/seed-0/model.zip").is_file()
     # A cell records its SB3 settings (the replay buffer capped at the budget) and the machine.
     cell = json.loads((out / "breakout/dqn/seed-0/cell.json").read_text())
-    assert cell["sb3_settings"]["buffer_size"] == 600 and cell["machine"]["cpus"] >= 1
+    assert cell["sb3_settings"]["buffer_size"] == 600 and cell["machine"]["cpus"] >= 1 and cell["device"] == "cpu"
     assert json.loads((out / "breakout/random/seed-0/cell.json").read_text())["sb3_settings"] is None
 
     report = (out / "report.md").read_text()
@@ -131,6 +132,9 @@ def test_bench_errors(tmp_path):
     # A card the suite does not list, without a config for the wmrl agents: refused before any training.
     r = run_cli("bench", "--suite", "robots", "--envs", "fetch_push", "--out", tmp_path / "x")
     assert r.returncode == 2 and "need configs/fetch_push.yaml" in r.stderr and not (tmp_path / "x").exists()
+    if not torch.cuda.is_available():
+        r = run_cli("bench", "--suite", "quick", "--device", "cuda", "--out", tmp_path / "x")
+        assert r.returncode == 2 and "sees no CUDA device" in r.stderr and not (tmp_path / "x").exists()
     r = run_cli("bench", "--suite", "quick", "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "--readme goes with --report" in r.stderr
     (tmp_path / "README.md").write_text("no markers\n")
@@ -143,8 +147,6 @@ def test_bench_errors(tmp_path):
     with pytest.raises(Exception, match="corrupt benchmark result"):
         write_report(tmp_path / "c")
 
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_readme_headline_table_is_the_committed_results():

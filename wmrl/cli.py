@@ -295,7 +295,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "speed":
         run_speed(out, quick=args.quick)
     else:
-        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress, envs=args.envs)
+        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress, envs=args.envs,
+                  device=_device(args.device))
     print(f"report -> {write_report(out)}")
 
 
@@ -585,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, nargs="+", help="rebuild the tables and plots of results folders, run nothing")
     p.add_argument("--readme", type=Path, help="with --report: rewrite this file's headline table from those folders")
     p.add_argument("--quick", action="store_true", help="speed suite: the benchmarks' smoke-test sizes")
+    p.add_argument("--device", default="cpu", help="where the SB3 agents and the wmrl world models train: cpu (default) "
+                   "or cuda[:N]; planning and evaluation stay on CPU")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -70,7 +70,8 @@ def sb3_settings(algo: str, budget: int) -> dict:
     return settings
 
 
-def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False) -> SB3Policy:
+def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, progress: bool = False,
+              device: str = "cpu") -> SB3Policy:
     """Learn `budget` agent steps in `chunks`, saving after each; a rerun continues from the last save."""
     import stable_baselines3
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -83,12 +84,12 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
     cls = getattr(stable_baselines3, algo.upper())
     model_path, buffer_path = folder / "model.zip", folder / "replay_buffer.pkl"
     if model_path.is_file():
-        model = cls.load(model_path, env=venv, device="cpu")
+        model = cls.load(model_path, env=venv, device=device)
         if buffer_path.is_file():
             model.load_replay_buffer(buffer_path)
     else:
         policy = "CnnPolicy" if len(venv.observation_space.shape) == 3 else "MlpPolicy"
-        model = cls(policy, venv, seed=seed, device="cpu", verbose=0, **settings)
+        model = cls(policy, venv, seed=seed, device=device, verbose=0, **settings)
     chunk = max(1, budget // CHUNKS)
     while model.num_timesteps < budget:
         model.learn(min(chunk, budget - model.num_timesteps), reset_num_timesteps=False, progress_bar=progress)
@@ -111,19 +112,20 @@ def sb3_curve(folder: Path) -> list[tuple[int, float]]:
     return [(int(s), r[0]) for s, r in zip(steps, rows)]
 
 
-def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False):
+def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
+             device: str = "cpu"):
     """The model-based loop in `folder`; returns the run (resumed if the folder holds one)."""
     from wmrl.config import load_experiment
     from wmrl.mbrl import ModelBasedRun
 
     if (folder / "run.json").is_file():
-        run = ModelBasedRun.resume(folder, budget=budget, progress=progress)
+        run = ModelBasedRun.resume(folder, budget=budget, device=device, progress=progress)
     else:
         cfg = load_experiment(config)
         if cfg.env != card.name:
             raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
         cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = budget, seed, 0  # the runner evaluates
-        run = ModelBasedRun(cfg, folder, progress=progress)
+        run = ModelBasedRun(cfg, folder, device=device, progress=progress)
     run.run()
     return run
 
@@ -141,7 +143,7 @@ def action_space(card: EnvCard) -> gym.Space:
 
 
 def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path, config: str,
-                imagine_steps: int, progress: bool = False):
+                imagine_steps: int, progress: bool = False, device: str = "cpu"):
     """Train `agent` (resuming in `folder`); returns (policy with SB3's predict, curve rows)."""
     from wmrl.control.agent import MPCAgent
     from wmrl.policies import RandomPolicy
@@ -150,9 +152,9 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
     if agent == "random":
         return RandomPolicy(action_space(card), seed), []
     if agent in SB3_SETTINGS:
-        return train_sb3(card, agent, budget, seed, folder, progress), sb3_curve(folder)
+        return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder)
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
-    run = wmrl_run(card, config, budget, seed, mbrl, progress)
+    run = wmrl_run(card, config, budget, seed, mbrl, progress, device)
     payload = load_checkpoint(run.world_model_dir(len(run.record["rounds"]) - 1))
     if agent == "wmrl-mpc":
         return MPCAgent.from_checkpoint(payload, run.cfg.plan, action_space(card)), mpc_curve(mbrl)

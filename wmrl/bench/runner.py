@@ -73,7 +73,7 @@ def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
     return out / cell.env / cell.agent / f"seed-{seed}"
 
 
-def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
+def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False, device: str = "cpu") -> dict:
     """Train and evaluate one cell (resuming); returns its result."""
     folder = cell_dir(out, cell, seed)
     done = folder / "result.json"
@@ -87,11 +87,11 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False) -> dict:
     # SB3 agents: their settings here; wmrl agents: the whole experiment config is in wmrl-mpc's run.json.
     settings = sb3_settings(cell.agent, cell.budget) if cell.agent in SB3_SETTINGS else None
     (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "sb3_settings": settings,
-                                                  "machine": machine()}, indent=1, default=str))
+                                                  "device": device, "machine": machine()}, indent=1, default=str))
     torch.manual_seed(seed)
     start = time.perf_counter()
     policy, curve = train_agent(cell.agent, card, cell.budget, seed, folder, cell.config or card.name,
-                                cell.imagine_steps, progress)
+                                cell.imagine_steps, progress, device)
     train_seconds = time.perf_counter() - start
     with open(folder / "curve.csv", "w", newline="") as f:
         csv.writer(f).writerows([("env_steps", "return"), *curve])
@@ -121,7 +121,7 @@ def suite_cells(suite: str, envs: list[str] | None = None) -> list[Cell]:
 
 
 def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None = None,
-              progress: bool = False, envs: list[str] | None = None) -> list[dict]:
+              progress: bool = False, envs: list[str] | None = None, device: str = "cpu") -> list[dict]:
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (suites: {', '.join([*SUITES, 'speed'])})")
     unknown = set(agents or []) - set(AGENTS)
@@ -140,7 +140,7 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
     for seed in range(seeds):
         for cell in cells:
             start = time.perf_counter()
-            r = run_cell(cell, seed, out, progress)
+            r = run_cell(cell, seed, out, progress, device)
             extra = f", success {r['success_rate']:.2f}" if "success_rate" in r else ""
             print(f"{cell.env:10s} {cell.agent:13s} seed {seed}: return {r['return_mean']:8.2f} ± {r['return_std']:.2f}"
                   f"{extra} ({time.perf_counter() - start:.0f} s)", flush=True)
