@@ -184,7 +184,9 @@ def test_report_shows_success_and_progress():
     results = [{"env": "pusht", "agent": "random", "budget": 100, "episodes": 2, "return_mean": r, "train_seconds": 0.0,
                 "ms_per_action_mean": 1.0, "success_rate": s, "progress_mean": p}
                for r, s, p in ((1.0, 0.0, 0.2), (3.0, 0.5, 0.6))]
-    assert "| 2.00 ± 1.00 | 2.00 | – | 0.25 (progress 0.40) |" in markdown(summarise(results))
+    report = markdown(summarise(results))
+    assert "| 2.00 ± 1.00 | 2.00 | – | 0.25 (progress 0.40) |" in report
+    assert "Published pusht, success rate at their own data budgets" in report and "| DINO-WM (its own PushT goal definition) | 0.9 |" in report
 
 
 def test_suite_cells_for_a_card_the_suite_does_not_list():

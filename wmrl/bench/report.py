@@ -24,8 +24,14 @@ PUBLISHED = {
                  ("DreamerV3", 31.0), ("IRIS", 83.7), ("DIAMOND", 132.5), ("BBF", 370.6), ("EfficientZero", 414.1)],
     # Crafter score (%) at 1M env steps (Hafner 2021 and DreamerV3), over all training episodes.
     "crafter": [("random", 1.6), ("SB3 PPO", 4.6), ("DreamerV2", 10.0), ("DreamerV3", 14.5), ("human", 50.5)],
+    # Goal reaching from goal images with offline data (shared/PROTOCOL.md): other env versions and
+    # goal definitions than this benchmark's reward-planning agents, so context only.
+    "reacher": [("DINO-WM (DMC Reach, pretrained DINOv2 encoder, CEM to a goal image)", 0.92)],
+    "pusht": [("DINO-WM (its own PushT goal definition)", 0.90),
+              ("Diffusion Policy, image PushT (expert demonstrations): mean coverage, not success", 0.84)],
 }
-PUBLISHED_WHAT = {"breakout": "return at 100k agent steps", "crafter": "Crafter score (%) at 1M env steps"}
+PUBLISHED_WHAT = {"breakout": "return at 100k agent steps", "crafter": "Crafter score (%) at 1M env steps",
+                  "reacher": "success rate at their own data budgets", "pusht": "success rate at their own data budgets"}
 
 
 def iqm(x: np.ndarray) -> float:
