@@ -11,7 +11,7 @@ from conftest import run_cli
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 
 from wmrl.bench import runner
-from wmrl.bench.agents import train_sb3
+from wmrl.bench.agents import SB3_SETTINGS, train_sb3
 from wmrl.bench.report import HEADLINE_BEGIN, HEADLINE_END, headline, iqm, write_report
 from wmrl.cli import main
 from wmrl.envs import load_card, make_env
@@ -94,6 +94,17 @@ def test_sb3_run_resumes_from_its_last_save(tmp_path):
     assert agent.model.num_timesteps == 320
     action, _ = agent.predict(make_env(card).reset(seed=0)[0])
     assert 0 <= int(action) < 4
+
+
+def test_sac_learns_from_the_card_frame_stacks(tmp_path, monkeypatch):
+    # The suites' SAC cells start learning after 1,000 steps, beyond the quick suite's budget: this
+    # runs a few real updates on Reacher's pixel stacks, saved and reloaded for evaluation.
+    monkeypatch.setitem(SB3_SETTINGS, "sac", {**SB3_SETTINGS["sac"], "learning_starts": 40, "batch_size": 16})
+    agent = train_sb3(load_card("reacher"), "sac", 48, seed=0, folder=tmp_path)
+    assert agent.model.num_timesteps == 48 and agent.model._n_updates == 8
+    assert agent.model.replay_buffer.buffer_size == 48  # capped at the budget
+    action, _ = agent.predict(make_env(load_card("reacher")).reset(seed=0)[0])
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
 
 
 def test_life_loss_ends_learning_episodes_not_the_game():
