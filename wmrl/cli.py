@@ -93,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if trainer.world > 1:
         import torch.distributed as dist
 
+        dist.barrier()  # tear down together: a rank closing its gloo pairs while another still uses them can abort it
         dist.destroy_process_group()
         if trainer.rank > 0:
             return
