@@ -159,7 +159,6 @@ def test_bench_errors(tmp_path):
         write_report(tmp_path / "c")
 
 
-
 def test_readme_headline_table_is_the_committed_results():
     """The README's table is what `wmrl bench --report ... --readme` writes from benchmarks/results/."""
     text = (REPO / "README.md").read_text()

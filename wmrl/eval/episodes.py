@@ -13,6 +13,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from wmrl.envs.card import EnvCard
+from wmrl.eval.tasks import task_summary
+
 
 @dataclass
 class EpisodeStats:
@@ -22,11 +25,9 @@ class EpisodeStats:
     action_seconds: list[float] = field(default_factory=list)  # one per action
     measures: list[dict] = field(default_factory=list)  # per episode, `measure(info)` at its end (wmrl.eval.tasks)
 
-    def summary(self, card=None) -> dict:
+    def summary(self, card: EnvCard | None = None) -> dict:
         """Returns, lengths, ms per action; with the env card, what it measures besides the return
         (success rate, final distances, Crafter score: wmrl.eval.tasks)."""
-        from wmrl.eval.tasks import task_summary
-
         r, ms = np.array(self.returns), 1000 * np.array(self.action_seconds)
         out = {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std()),
                "returns": self.returns, "lengths": self.lengths, "capped": int(sum(self.truncated_by_cap)),
