@@ -252,11 +252,11 @@ def cmd_imagine(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from wmrl.config import ExperimentConfig, load_experiment
-    from wmrl.mbrl import ModelBasedRun
+    from wmrl.online import new_run, resume_run
 
     kwargs = dict(device=args.device, progress=not args.no_progress)
     if args.resume:
-        run = ModelBasedRun.resume(args.out, args.budget, **kwargs)
+        run = resume_run(args.out, args.budget, **kwargs)
     else:
         if (args.out / "run.json").is_file():
             raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
@@ -267,12 +267,13 @@ def cmd_run(args: argparse.Namespace) -> None:
             cfg.env = args.env
         if args.budget is not None:
             cfg.run.budget = args.budget
-        run = ModelBasedRun(cfg, args.out, **kwargs)
+        run = new_run(cfg, args.out, **kwargs)
     record = run.run()
     final = record["eval"]
     if final:
         success = f", success {final['success_rate']:.2f}" if "success_rate" in final else ""
-        print(f"{run.card.name}: {record['rounds'][-1]['steps']} real steps; evaluation return {final['return_mean']:.2f} "
+        steps = record["steps"] if "steps" in record else record["rounds"][-1]["steps"]
+        print(f"{run.card.name}: {steps} real steps; evaluation return {final['return_mean']:.2f} "
               f"± {final['return_std']:.2f} over {final['episodes']} episodes{success}, {final['ms_per_action_mean']:.1f} ms "
               f"per action -> {args.out / 'run.json'}")
 

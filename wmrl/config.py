@@ -22,10 +22,10 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from wmrl.control.config import PlannerConfig
+from wmrl.control.config import PlannerConfig, SearchConfig
 from wmrl.errors import ConfigError
 from wmrl.offline.vpt import VptConfig
-from wmrl.train.config import Stage1Config, Stage2Config
+from wmrl.train.config import LearnerConfig, Stage1Config, Stage2Config
 
 T = TypeVar("T")
 
@@ -182,14 +182,21 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    """`wmrl run`, the model-based loop: rounds of collect -> train stage 1 -> train stage 2, at a
-    fixed budget of real env agent steps (Atari-100k: 100,000), then an evaluation."""
+    """`wmrl run` at a fixed budget of real env agent steps (Atari-100k: 100,000), then an evaluation.
 
-    budget: int = 100_000  # real env agent steps over all rounds (evaluation episodes not counted)
-    seed_steps: int = 10_000  # round 0 collects with random actions
+    loop "online" (the default): the agent of `learner` / `search` acts and learns as it goes,
+    `replay_ratio` updates per env step after `seed_steps` random steps (stage 1 pretrains the
+    encoder on those for `stage1_steps`, 0 = none). loop "rounds": collect -> stage 1 -> stage 2 ->
+    MPC rounds of `round_steps` (the two-stage design, for continuous actions until the online agent has them)."""
+
+    loop: Literal["online", "rounds"] = "online"
+    budget: int = 100_000  # real env agent steps (evaluation episodes not counted)
+    seed_steps: int = 10_000  # collected with random actions first
+    replay_ratio: float = 0.25  # online: gradient updates per env step after the seed steps
+    checkpoint_every: int = 5_000  # online: env steps between checkpoints (a killed run resumes from the last)
     round_steps: int = 10_000  # each later round collects with the MPC agent (plan.explore on)
     num_envs: int = 1
-    stage1_steps: int = 1000  # stage-1 steps after round 0
+    stage1_steps: int = 1000  # stage-1 steps after round 0 / the online seed steps (online: 0 = no pretraining)
     stage1_round_steps: int = 0  # stage-1 steps added each later round (0: the encoder stays as it is)
     stage2_steps: int = 2000  # stage-2 steps after round 0
     stage2_round_steps: int = 1000  # stage-2 steps each later round, warm-started from the last model
@@ -198,9 +205,11 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.budget, self.seed_steps, self.round_steps, self.num_envs, self.stage1_steps, self.stage2_steps,
+        if min(self.budget, self.seed_steps, self.round_steps, self.num_envs, self.stage2_steps, self.checkpoint_every,
                self.stage2_round_steps, self.eval_max_steps) < 1 or self.stage1_round_steps < 0 or self.eval_episodes < 0:
             raise ValueError("run: step counts must be >= 1 (stage1_round_steps, eval_episodes >= 0)")
+        if self.stage1_steps < (1 if self.loop == "rounds" else 0) or self.replay_ratio <= 0:
+            raise ValueError("run: stage1_steps must be >= 1 for the rounds loop (>= 0 online), replay_ratio > 0")
 
 
 @dataclass
@@ -211,6 +220,8 @@ class ExperimentConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     plan: PlannerConfig = field(default_factory=PlannerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)  # the online agent's update
+    search: SearchConfig = field(default_factory=SearchConfig)  # the online agent's acting
     run: RunConfig = field(default_factory=RunConfig)
     vpt: VptConfig = field(default_factory=VptConfig)  # how `--data vpt:...` sources are read
 

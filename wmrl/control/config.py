@@ -36,3 +36,26 @@ class PlannerConfig:
             raise ValueError("plan.temperature and plan.init_std must be > 0, plan.min_std >= 0")
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"plan.explore must be in [0, 1], got {self.explore}")
+
+
+@dataclass
+class SearchConfig:
+    """Acting of the online agent (wmrl.control.search): depth-d search with Q at the leaves, and
+    the epsilon-greedy exploration schedule of `wmrl run` (linear over real env steps)."""
+
+    depth: int = 2  # 1: greedy Q
+    explore_start: float = 1.0
+    explore_end: float = 0.02
+    explore_steps: int = 10_000  # env steps (after the random seed steps) to go from start to end
+    eval_epsilon: float = 0.0  # exploration during evaluation episodes
+
+    def __post_init__(self):
+        if self.depth < 1 or self.explore_steps < 1:
+            raise ValueError("search.depth and search.explore_steps must be >= 1")
+        if not all(0.0 <= e <= 1.0 for e in (self.explore_start, self.explore_end, self.eval_epsilon)):
+            raise ValueError("search: explore_start, explore_end and eval_epsilon must be in [0, 1]")
+
+    def epsilon(self, steps: int) -> float:
+        """Exploration after `steps` learning-phase env steps."""
+        frac = min(steps / self.explore_steps, 1.0)
+        return self.explore_start + frac * (self.explore_end - self.explore_start)

@@ -36,7 +36,7 @@ class CollectStats:
         return self.steps / max(self.seconds, 1e-9)
 
 
-class _EpisodeBuffer:
+class EpisodeBuffer:
     """The growing episode of one env: the newest frame of each stack, not the stack."""
 
     def __init__(self, frame: np.ndarray, state: np.ndarray | None, seed: int | None):
@@ -73,7 +73,7 @@ def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, s
     writer.set_state_layout(venv.get_attr("layout")[0] if state is not None else [])
     writer.add_collection({"policy": policy_name, "seed": seed, "num_envs": n, "steps": steps})
     # Frames are copied out of the stack: a view would keep the whole [N, K, C, H, W] batch alive.
-    buffers = [_EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None if seed is None else seed + i) for i in range(n)]
+    buffers = [EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None if seed is None else seed + i) for i in range(n)]
     bar = tqdm(total=steps, unit="step", disable=not progress, smoothing=0.05, mininterval=0.5)
     start = time.perf_counter()
     try:
@@ -90,7 +90,7 @@ def collect(venv: gym.vector.VectorEnv, policy: Policy, writer: DatasetWriter, s
                     writer.write(buf.to_episode())
                     stats.episodes += 1
                     stats.returns.append(float(np.sum(buf.rewards)))
-                    buffers[i] = _EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None)
+                    buffers[i] = EpisodeBuffer(obs[i, -1].copy(), _row(state, i), None)
                 else:
                     buf.add(actions[i], rewards[i], False, False, obs[i, -1].copy(), _row(state, i))
             stats.steps += n

@@ -152,3 +152,24 @@ class TokenModelConfig:
     def dims(self) -> tuple[int, int, int]:
         width, depth, heads = TOKEN_SIZES[self.size]
         return self.width or width, self.depth or depth, self.heads or heads
+
+
+@dataclass
+class AgentModelConfig:
+    """The agent's world model (the online learner behind `wmrl run`) past its encoder, whose
+    architecture is stage 1's (`stage1.model.encoder`, so pretrained weights fit): a learned readout
+    to one SimNorm latent, an MLP latent dynamics, and reward, continuation and Q-ensemble heads.
+    Shapes: a stack [B, K, C, H, W] -> z [B, latent]."""
+
+    queries: int = 4  # learned attention queries that read the encoder's tokens out
+    latent: int = 256  # z's width; SimNorm groups of `simnorm_group` softmaxed dims
+    simnorm_group: int = 8
+    hidden: int = 512  # MLP width of dynamics and heads
+    q_heads: int = 2  # Q-ensemble size
+    reward_bins: int = 41  # two-hot bins over symlog(reward) in [-bin_range, bin_range]
+    bin_range: float = 3.0
+
+    def __post_init__(self):
+        if self.latent % self.simnorm_group or self.queries < 1 or self.q_heads < 1:
+            raise ValueError(f"agent model: latent {self.latent} must be divisible by simnorm_group "
+                             f"{self.simnorm_group}; queries and q_heads >= 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from wmrl.models.config import JEPAConfig, MaskConfig, WorldModelConfig
+from wmrl.models.config import AgentModelConfig, JEPAConfig, MaskConfig, WorldModelConfig
 
 
 @dataclass
@@ -75,3 +75,38 @@ class Stage2Config(LoopConfig):
             raise ValueError("discount must be in (0, 1] and value_ema in [0, 1)")
         if not 0.0 <= self.value_lambda <= 1.0:
             raise ValueError("value_lambda must be in [0, 1]")
+
+
+@dataclass
+class LearnerConfig:
+    """The online learner's update (wmrl.train.learner): a K-step latent unroll from real actions,
+    self-prediction against the EMA target encoder, reward / continuation heads, n-step double-Q."""
+
+    model: AgentModelConfig = field(default_factory=AgentModelConfig)
+    batch_size: int = 32
+    lr: float = 3e-4
+    encoder_lr_scale: float = 0.3  # the encoder's lr share (TD-MPC2: 0.3); 0 freezes it (the two-stage design)
+    grad_clip: float = 10.0
+    unroll: int = 3  # K: latent steps predicted from the real actions
+    n_step: int = 3  # Q targets: n rewards, then the target Q
+    gamma: float = 0.99
+    tau: float = 0.01  # target model (encoder and Q) moves this share toward the online one per update
+    rho: float = 0.5  # weight of unrolled step k is rho**k (later predictions are less certain)
+    shift: int = 4  # random-shift augmentation, pixels (DrQ / SPR); 0 turns it off
+    reward_clip: float = 1.0  # learn from rewards clipped to [-c, c] (DQN/SPR); 0: unclipped
+    consistency_weight: float = 20.0
+    reward_weight: float = 1.0
+    cont_weight: float = 1.0
+    q_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.batch_size, self.unroll, self.n_step) < 1 or self.lr <= 0 or self.encoder_lr_scale < 0:
+            raise ValueError("learner: batch_size, unroll and n_step must be >= 1, lr > 0, encoder_lr_scale >= 0")
+        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1 or self.shift < 0 or self.reward_clip < 0:
+            raise ValueError("learner: gamma and tau must be in (0, 1], shift and reward_clip >= 0")
+
+    @property
+    def sequence_length(self) -> int:
+        """Observations per sampled sequence: Q is fitted at steps 0..K-1, each bootstrapped n steps on."""
+        return self.unroll + self.n_step

@@ -1,0 +1,108 @@
+"""The agent's world model: what `wmrl run` learns from reward, end to end.
+
+    stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --query readout--> z [B, D] (SimNorm)
+    (z, a)  --dynamics MLP-->  h  --> next z [B, D], reward logits [B, bins], continuation logit [B]
+    z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
+
+The encoder is the V-JEPA ViT (its weights may come from stage 1), trained further by the losses of
+`wmrl.train.learner`. SimNorm (TD-MPC2) splits z into groups of `simnorm_group` dims and softmaxes
+each: a bounded latent whose scale needs no dataset statistics, so targets cannot drift in size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wmrl.models.config import AgentModelConfig, EncoderConfig
+from wmrl.models.heads import TwoHot
+from wmrl.models.vit import VisionTransformer
+
+
+def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x [..., D] -> softmax within consecutive groups of `group` dims."""
+    shape = x.shape
+    return F.softmax(x.view(*shape[:-1], -1, group), -1).view(shape)
+
+
+def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    """Two hidden layers with LayerNorm and Mish, as TD-MPC2's heads."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.Mish(),
+                         nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.Mish(), nn.Linear(hidden, out))
+
+
+class QueryReadout(nn.Module):
+    """`queries` learned vectors attend over the tokens [B, N, W]; their outputs, concatenated and
+    projected, give the latent [B, D] (a learned pool: the ball's few tokens can win the attention)."""
+
+    def __init__(self, width: int, queries: int, heads: int, out: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.proj = nn.Linear(queries * width, out)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        q = self.queries.expand(len(tokens), -1, -1)
+        read, _ = self.attn(q, tokens, tokens, need_weights=False)  # [B, Q, W]
+        return self.proj(read.flatten(1))  # [B, D]
+
+
+class AgentWorldModel(nn.Module):
+    """`stack_shape` (K, C, H, W) of the observations; `num_actions` discrete actions."""
+
+    def __init__(self, encoder: EncoderConfig, cfg: AgentModelConfig, stack_shape: tuple[int, int, int, int],
+                 num_actions: int):
+        super().__init__()
+        k, c, h, w = stack_shape
+        self.encoder_cfg, self.cfg, self.num_actions = encoder, cfg, int(num_actions)
+        self.stack_shape = tuple(int(x) for x in stack_shape)
+        self.encoder = VisionTransformer(encoder, k, c, (h, w))
+        self.readout = QueryReadout(self.encoder.width, cfg.queries, encoder.dims()[2], cfg.latent)
+        self.dynamics = mlp(cfg.latent + num_actions, cfg.hidden, cfg.hidden)
+        self.next_head = nn.Linear(cfg.hidden, cfg.latent)
+        self.reward_head = nn.Linear(cfg.hidden, cfg.reward_bins)
+        self.cont_head = nn.Linear(cfg.hidden, 1)
+        self.q_heads = nn.ModuleList(mlp(cfg.latent, cfg.hidden, num_actions) for _ in range(cfg.q_heads))
+        self.two_hot = TwoHot(cfg.reward_bins, cfg.bin_range)
+        for head in [self.reward_head, *(q[-1] for q in self.q_heads)]:
+            nn.init.zeros_(head.weight)  # start predicting 0 reward / value (DreamerV3, TD-MPC2)
+            nn.init.zeros_(head.bias)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, K, C, H, W] uint8 (or float in [0, 255]) -> z [B, D]."""
+        return simnorm(self.readout(self.encoder(obs)), self.cfg.simnorm_group)
+
+    def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [B, D], action [B] long -> next z [B, D], reward logits [B, bins], continuation logit [B]."""
+        h = self.dynamics(torch.cat([z, F.one_hot(action, self.num_actions).to(z.dtype)], -1))
+        return simnorm(self.next_head(h), self.cfg.simnorm_group), self.reward_head(h), self.cont_head(h).squeeze(-1)
+
+    def q(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, D] -> Q [E, B, A] of every ensemble member."""
+        return torch.stack([head(z) for head in self.q_heads])
+
+    def reward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.two_hot.decode(logits)
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict) -> AgentWorldModel:
+        """Rebuild from an agent checkpoint's "model" section (see `describe`)."""
+        from wmrl.config import from_dict
+
+        desc = payload["model"]
+        model = cls(from_dict(EncoderConfig, desc["encoder"], source="checkpoint"),
+                    from_dict(AgentModelConfig, desc["config"], source="checkpoint"), tuple(desc["stack_shape"]),
+                    desc["num_actions"])
+        model.load_state_dict(desc["state"])
+        return model
+
+    def describe(self) -> dict:
+        """What rebuilds this model: config, shapes and weights."""
+        from wmrl.config import to_dict
+
+        return {"encoder": to_dict(self.encoder_cfg), "config": to_dict(self.cfg), "stack_shape": list(self.stack_shape), "num_actions": self.num_actions,
+                "state": self.state_dict()}

@@ -1,0 +1,271 @@
+"""`wmrl run` with the online agent: act, record, learn, all interleaved, at a budget of env steps.
+
+    seed phase    `run.seed_steps` random steps (all envs stepped in one batch)
+    pretraining   stage-1 V-JEPA on those steps for `run.stage1_steps` (0: none); its EMA target
+                  encoder initialises the agent's encoder
+    learning      the search agent acts (epsilon-greedy, `search.*`); after every vector step the
+                  learner catches up to `run.replay_ratio` updates per env step since the seed phase
+    evaluation    `run.eval_episodes` full episodes with the deterministic search agent
+
+Every transition goes to the Minari dataset under out/data (the record of the run) and to the
+in-memory replay the learner samples from. Every `run.checkpoint_every` steps the learner and the
+counters are saved; a killed run resumes from that checkpoint and refills its replay from the
+dataset. The budget counts the dataset's stored steps, so steps of episodes unfinished at a
+SIGKILL are collected again (Ctrl-C / SIGTERM store them truncated first).
+
+    out/data/        the replay dataset           out/encoder/     the stage-1 run (when pretrained)
+    out/learner.pt   learner + counters            out/agent.pt     the acting agent (a `--policy`)
+    out/run.json     config, progress rows, the final evaluation
+    out/metrics.jsonl  losses every `LOG_EVERY` updates and every finished episode's return
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wmrl.config import ExperimentConfig, from_dict, to_dict
+from wmrl.control.search import SearchAgent
+from wmrl.data.collect import EpisodeBuffer, open_writer
+from wmrl.data.memory import TransitionMemory
+from wmrl.data.replay import ReplayDataset, state_spans
+from wmrl.data.store import read_episode
+from wmrl.envs import load_card, make_env, make_vector_env
+from wmrl.errors import UserError
+from wmrl.eval.episodes import run_episodes
+from wmrl.eval.tasks import episode_measure
+from wmrl.models.agent_model import AgentWorldModel
+from wmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from wmrl.train.learner import Learner
+from wmrl.train.logger import MetricsLog
+from wmrl.train.stage1 import Stage1Trainer
+
+LOG_EVERY = 100  # updates per averaged loss row
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+class OnlineRun:
+    def __init__(self, cfg: ExperimentConfig, out: str | Path, device: str = "cpu", progress: bool = True):
+        if cfg.env is None:
+            raise UserError("wmrl run needs an env: the config names none (env: ...)")
+        self.cfg, self.out, self.device, self.progress = cfg, Path(out), device, progress
+        self.card = load_card(cfg.env)
+        if self.card.action.type != "discrete":
+            raise UserError(f"the online agent acts on discrete actions; env '{self.card.name}' is continuous "
+                            "(use run.loop: rounds)")
+        self.record_path = self.out / "run.json"
+        self.record = {"config": to_dict(cfg), "loop": "online", "steps": 0, "updates": 0, "progress": [], "eval": None}
+
+    @classmethod
+    def resume(cls, out: str | Path, record: dict, cfg: ExperimentConfig, **kwargs) -> OnlineRun:
+        run = cls(cfg, out, **kwargs)
+        run.record = {**record, "config": to_dict(cfg)}
+        return run
+
+    # ------------------------------------------------------------------ pieces
+    def _memory(self, frame_shape: tuple[int, ...]) -> TransitionMemory:
+        """The replay, refilled from the dataset's stored episodes (a resumed run)."""
+        r = self.cfg.run
+        # Each episode adds one frame beyond its steps; Breakout episodes last >= ~100 steps.
+        capacity = r.budget + r.budget // 20 + 4 * r.num_envs + 1000
+        memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=self.cfg.learner.seed)
+        data = self.out / "data"
+        meta = json.loads((data / "data" / "metadata.json").read_text()) if (data / "data" / "metadata.json").is_file() else None
+        if meta is not None:
+            lives = state_spans([tuple(x) for x in meta["wmrl"].get("state_layout", [])]).get("lives")
+            for i in range(meta["total_episodes"]):
+                episode = read_episode(data, i, frame_shape)
+                memory.add_episode(episode, None if lives is None or episode.states is None else episode.states[:, lives][:, 0])
+        return memory
+
+    def _model(self, num_actions: int, stack_shape: tuple[int, ...]) -> AgentWorldModel:
+        torch.manual_seed(self.cfg.learner.seed)
+        return AgentWorldModel(self.cfg.stage1.model.encoder, self.cfg.learner.model, stack_shape, num_actions)
+
+    def _pretrain(self, model: AgentWorldModel) -> None:
+        """Stage-1 V-JEPA on the seed data; the agent's encoder starts from its EMA target encoder."""
+        import copy
+
+        stage1 = copy.deepcopy(self.cfg.stage1)  # this run's step count; the config stays as given
+        stage1.optim.steps = self.cfg.run.stage1_steps
+        folder = self.out / "encoder"
+        trainer = Stage1Trainer(stage1, ReplayDataset(self.out / "data"), folder, val_fraction=self.cfg.data.val_fraction,
+                                device=self.device, progress=self.progress)
+        trainer.train(resume=(folder / CHECKPOINT_NAME).is_file())
+        state = load_checkpoint(folder)["model"]
+        model.encoder.load_state_dict({k.removeprefix("target_encoder."): v for k, v in state.items()
+                                       if k.startswith("target_encoder.")})
+
+    def _save(self, learner: Learner, steps: int, episodes: int) -> None:
+        save_checkpoint(self.out / "learner.pt", {"learner": learner.state_dict(), "steps": steps, "episodes": episodes,
+                                                   "memory_rng": self.memory.rng.bit_generator.state})
+        self.record.update(steps=steps, updates=learner.updates)
+        _write_json(self.record_path, self.record)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        cfg, r = self.cfg, self.cfg.run
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(self.record_path, self.record)
+        venv = make_vector_env(self.card, r.num_envs, asynchronous=False)
+        try:
+            self._learn(venv)
+        finally:
+            venv.close()
+        if r.eval_episodes and self.record["eval"] is None:
+            self.record["eval"] = self.evaluate()
+            _write_json(self.record_path, self.record)
+        return self.record
+
+    def _learn(self, venv) -> None:
+        cfg, r = self.cfg, self.cfg.run
+        writer = open_writer(self.out / "data", self.card, venv, append=True)
+        frame_shape = tuple(venv.single_observation_space.shape[1:])
+        stack_shape = tuple(venv.single_observation_space.shape)
+        self.memory = self._memory(frame_shape)
+        steps = writer.meta["total_steps"]
+        if steps >= r.budget and (self.out / "learner.pt").is_file():
+            return
+        log = MetricsLog(self.out)
+        model = self._model(venv.single_action_space.n, stack_shape)
+        learner, checkpoint = None, self.out / "learner.pt"
+        if checkpoint.is_file():
+            learner = Learner(model, cfg.learner, self.device)
+            saved = load_checkpoint(checkpoint)
+            learner.load_state_dict(saved["learner"])
+            self.memory.rng.bit_generator.state = saved["memory_rng"]
+            log.truncate_after(saved["steps"])
+        agent = None if learner is None else SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
+        action_rng = np.random.default_rng(r.seed + steps)
+
+        obs, info = venv.reset(seed=r.seed + steps)
+        writer.set_state_layout(venv.get_attr("layout")[0] if info.get("state") is not None else [])
+        writer.add_collection({"policy": "online search agent", "seed": r.seed + steps, "num_envs": r.num_envs,
+                               "steps": r.budget - steps})
+        state = info.get("state")
+        buffers = [EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None) for i in range(r.num_envs)]
+        last = [self.memory.start(obs[i, -1]) for i in range(r.num_envs)]
+        lives = np.asarray(info.get("lives", np.zeros(r.num_envs)))
+        returns, episodes, losses = [], 0, []
+        next_checkpoint = (steps // r.checkpoint_every + 1) * r.checkpoint_every
+        start = time.perf_counter()
+        try:
+            while steps < r.budget:
+                if learner is None and steps >= r.seed_steps:  # the seed phase is over: start learning
+                    if r.stage1_steps > 0:
+                        # Stage 1 reads the dataset: store the running episodes (truncated here; each
+                        # continues as a new stored episode), so every seed step is there to learn from.
+                        for i, buf in enumerate(buffers):
+                            if buf.actions:
+                                buf.truncations[-1] = True
+                                writer.write(buf.to_episode())
+                                buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
+                        self._pretrain(model)
+                    learner = Learner(model, cfg.learner, self.device)
+                    agent = SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
+                if agent is None:
+                    actions = action_rng.integers(venv.single_action_space.n, size=r.num_envs)
+                else:
+                    learner.model.eval()
+                    actions = agent.act(obs, cfg.search.epsilon(steps - r.seed_steps))
+                obs, rewards, terminated, truncated, info = venv.step(actions)
+                state = info.get("state")
+                new_lives = np.asarray(info.get("lives", lives))
+                done = terminated | truncated
+                for i in range(r.num_envs):
+                    if done[i]:
+                        final = info["final_obs"][i][-1].copy()
+                        final_state = info["final_info"].get("state")
+                        buffers[i].add(actions[i], rewards[i], terminated[i], truncated[i], final,
+                                       None if final_state is None else final_state[i])
+                        self.memory.add(last[i], actions[i], rewards[i], bool(terminated[i]), True, final)
+                        writer.write(buffers[i].to_episode())
+                        returns.append(float(np.sum(buffers[i].rewards)))
+                        log.log({"step": steps + r.num_envs, "episode_return": returns[-1], "episode_steps": len(buffers[i].rewards)})
+                        episodes += 1
+                        buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
+                        last[i] = self.memory.start(obs[i, -1])
+                    else:
+                        frame = obs[i, -1].copy()
+                        buffers[i].add(actions[i], rewards[i], False, False, frame, None if state is None else state[i])
+                        last[i] = self.memory.add(last[i], actions[i], rewards[i], bool(new_lives[i] < lives[i]), bool(new_lives[i] < lives[i]), frame)
+                lives = new_lives
+                steps += r.num_envs
+                if learner is not None:
+                    learner.model.train()
+                    while learner.updates < r.replay_ratio * (steps - r.seed_steps):
+                        losses.append(learner.update(self.memory.sample(cfg.learner.batch_size, cfg.learner.sequence_length)))
+                        if len(losses) == LOG_EVERY:
+                            row = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
+                            log.log({"step": steps, "updates": learner.updates, **row})
+                            losses = []
+                if steps >= next_checkpoint or steps >= r.budget:
+                    next_checkpoint += r.checkpoint_every
+                    self._progress(steps, learner, returns, start)
+                    if learner is not None:
+                        self._save(learner, writer.meta["total_steps"], episodes)
+        finally:
+            for buf in buffers:  # budget spent or interrupted: keep the unfinished episodes
+                if buf.actions:
+                    buf.truncations[-1] = True
+                    writer.write(buf.to_episode())
+            if learner is not None:
+                self._save(learner, writer.meta["total_steps"], episodes)
+                SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, cfg.search.explore_end).save(self.out / "agent.pt")
+            log.close()
+
+    def _progress(self, steps: int, learner: Learner | None, returns: list[float], start: float) -> None:
+        recent = returns[-20:]
+        row = {"steps": steps, "updates": 0 if learner is None else learner.updates,
+               "return_recent": float(np.mean(recent)) if recent else None, "seconds": time.perf_counter() - start}
+        self.record["progress"].append(row)
+        if self.progress:
+            ret = "-" if row["return_recent"] is None else f"{row['return_recent']:.2f}"
+            print(f"{steps} steps, {row['updates']} updates, return (last 20 episodes) {ret}, {row['seconds']:.0f} s", flush=True)
+
+    def evaluate(self) -> dict:
+        r = self.cfg.run
+        agent = SearchAgent.load(self.out / "agent.pt")
+        agent.epsilon = self.cfg.search.eval_epsilon
+        env = make_env(self.card)
+        try:
+            torch.manual_seed(r.seed)
+            stats, _ = run_episodes(env, agent, r.eval_episodes, seed=r.seed + 10**6, max_steps=r.eval_max_steps,
+                                    measure=episode_measure(self.card, env))
+        finally:
+            env.close()
+        return stats.summary(self.card)
+
+
+def new_run(cfg: ExperimentConfig, out: str | Path, **kwargs):
+    """The run of `cfg.run.loop`: the online agent, or the rounds of the two-stage design."""
+    from wmrl.mbrl import ModelBasedRun
+
+    return (OnlineRun if cfg.run.loop == "online" else ModelBasedRun)(cfg, out, **kwargs)
+
+
+def resume_run(out: str | Path, budget: int | None = None, **kwargs):
+    """Continue the run in `out` with its stored config (`budget` may extend it)."""
+    from wmrl.mbrl import ModelBasedRun
+
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        raise UserError(f"nothing to resume: {out} has no run.json")
+    record = json.loads(path.read_text())
+    cfg = from_dict(ExperimentConfig, record["config"], source=str(path))
+    if cfg.run.loop == "rounds":
+        return ModelBasedRun.resume(out, budget, **kwargs)
+    if budget is not None and budget != cfg.run.budget:
+        cfg.run.budget = budget
+        record["eval"] = None  # a longer run is evaluated again at its new end
+    return OnlineRun.resume(out, record, cfg, **kwargs)

@@ -1,0 +1,151 @@
+"""One gradient step of the online agent: the world model learns from reward, end to end.
+
+From a sampled sequence of L = K + n observations and the real actions between them:
+
+    z_0 = encode(aug(o_0));  z_{k+1}, r_k, c_k = step(z_k, a_k)  for k < K        (online, with grad)
+    zbar_j = target.encode(aug(o_j))  for j = 1..L-1                              (EMA target, no grad)
+
+    consistency  sum_k rho^k * mse(z_{k+1}, zbar_{k+1})   the V-JEPA-AC / SPR latent self-prediction
+    reward       two-hot CE of r_k against the (clipped) real reward
+    continuation BCE of c_k against "no termination and no lost life"
+    Q            Huber of Q_e(z_k, a_k) against the n-step double-Q target
+                 y_k = sum_{i<n} gamma^i r_{k+i} + gamma^n * alive * Qbar(zbar_{k+n}, argmax_a Q(zbar_{k+n}, a))
+
+so Q is learned on real latents (k = 0) and on unrolled ones (k > 0), which is where a search
+evaluates it. Every loss is masked past the end of an episode or a life. The encoder's learning
+rate is `encoder_lr_scale` times the rest (0 freezes it); the target model is an EMA of the whole
+online model (encoder, readout and Q heads).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wmrl.data.memory import SequenceBatch
+from wmrl.models.agent_model import AgentWorldModel
+from wmrl.train.config import LearnerConfig
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ's augmentation: pad stacks [B, K, C, H, W] by `pad` (edge pixels) and crop back at a
+    random offset per stack (the same offset for all K frames of a stack)."""
+    if pad == 0:
+        return x
+    b, k, c, h, w = x.shape
+    padded = F.pad(x.reshape(b, k * c, h, w), (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator)
+    rows = (torch.arange(h)[None] + dy[:, None])[:, None, :, None].expand(b, k * c, h, w + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (torch.arange(w)[None] + dx[:, None])[:, None, None, :].expand(b, k * c, h, w)
+    return out.gather(3, cols).view(b, k, c, h, w)
+
+
+class Learner:
+    """Owns the online model, its EMA target and the optimizer; `update(batch)` is one step."""
+
+    def __init__(self, model: AgentWorldModel, cfg: LearnerConfig, device: str = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.model = model.to(self.device).train()
+        self.target = copy.deepcopy(self.model).requires_grad_(False)
+        encoder = set(map(id, model.encoder_parameters()))
+        rest = [p for p in model.parameters() if id(p) not in encoder]
+        groups = [{"params": rest, "lr": cfg.lr}]
+        if cfg.encoder_lr_scale > 0:
+            groups.append({"params": model.encoder_parameters(), "lr": cfg.lr * cfg.encoder_lr_scale})
+        else:
+            model.encoder.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.updates = 0
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device)
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        b, length = batch.valid.shape
+        K, n = cfg.unroll, cfg.n_step
+        obs = self._tensor(batch.obs).float()  # [B, L, K', C, H, W]
+        action, valid = self._tensor(batch.action), self._tensor(batch.valid).float()  # [B, L-1], [B, L]
+        reward = self._tensor(batch.reward)
+        if cfg.reward_clip > 0:
+            reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+        alive = 1.0 - self._tensor(batch.terminal).float()  # [B, L-1]
+
+        with torch.no_grad():
+            later = random_shift(obs[:, 1:].flatten(0, 1), cfg.shift, self.generator)
+            zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
+            targets, q_mask = self._q_targets(zbar, reward, alive, valid)  # [B, K] each
+
+        z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        losses = {"consistency": 0.0, "reward": 0.0, "cont": 0.0, "q": 0.0}
+        total_weight = 0.0
+        for k in range(K):
+            w = cfg.rho ** k
+            total_weight += w
+            q = model.q(z).gather(-1, action[None, :, k, None].expand(len(model.q_heads), -1, 1))[..., 0]  # [E, B]
+            huber = F.smooth_l1_loss(q, targets[None, :, k].expand_as(q), reduction="none").mean(0)
+            losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
+            z, reward_logits, cont_logit = model.step(z, action[:, k])
+            step_mask = valid[:, k]  # the step exists where its starting observation does
+            mse = (z - zbar[:, k]).pow(2).mean(-1)
+            losses["consistency"] = losses["consistency"] + w * _masked_mean(mse, valid[:, k + 1])
+            ce = -(model.two_hot.encode(reward[:, k]) * F.log_softmax(reward_logits, -1)).sum(-1)
+            losses["reward"] = losses["reward"] + w * _masked_mean(ce, step_mask)
+            bce = F.binary_cross_entropy_with_logits(cont_logit, alive[:, k], reduction="none")
+            losses["cont"] = losses["cont"] + w * _masked_mean(bce, step_mask)
+        losses = {k: v / total_weight for k, v in losses.items()}
+        loss = (cfg.consistency_weight * losses["consistency"] + cfg.reward_weight * losses["reward"]
+                + cfg.cont_weight * losses["cont"] + cfg.q_weight * losses["q"])
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, t in zip(model.parameters(), self.target.parameters()):
+                t.lerp_(p, cfg.tau)
+        self.updates += 1
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
+                "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
+
+    def _q_targets(self, zbar: torch.Tensor, reward: torch.Tensor, alive: torch.Tensor,
+                   valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """n-step double-Q targets y [B, K] for the steps 0..K-1, and where they are defined [B, K]:
+        the step exists, and the window ends in a terminal or at an observation of the same life."""
+        cfg = self.cfg
+        K, n = cfg.unroll, cfg.n_step
+        q_online = self.model.q(zbar).mean(0)  # [B, L-1, A]: double Q picks with the online heads ...
+        best = q_online.argmax(-1, keepdim=True)
+        q_target = self.target.q(zbar).mean(0).gather(-1, best)[..., 0]  # [B, L-1]: ... and evaluates with the target's
+        y, mask = [], []
+        for k in range(K):
+            ret, disc = torch.zeros_like(reward[:, 0]), torch.ones_like(reward[:, 0])
+            for i in range(n):
+                ret = ret + disc * reward[:, k + i] * valid[:, k + i]
+                disc = disc * cfg.gamma * alive[:, k + i]
+            ended = disc == 0  # a terminal inside the window: no bootstrap needed
+            reached = valid[:, k + n] > 0  # else the bootstrap observation must be in the same life
+            y.append(ret + disc * q_target[:, k + n - 1] * reached)
+            mask.append(valid[:, k] * (ended | reached).float())
+        return torch.stack(y, 1), torch.stack(mask, 1)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]
+        self.generator.set_state(state["generator"])
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
