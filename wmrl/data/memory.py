@@ -30,6 +30,7 @@ class SequenceBatch:
     action: np.ndarray  # [B, L-1] int64
     reward: np.ndarray  # [B, L-1] float32
     terminal: np.ndarray  # [B, L-1] bool: termination or lost life at this step
+    live: np.ndarray  # [B, L-1] bool: the step exists (taken from a valid observation)
     valid: np.ndarray  # [B, L] bool: observation j belongs to the sequence (no episode or life end before it)
 
 
@@ -104,7 +105,7 @@ class TransitionMemory:
             valid[:, j] = valid[:, j - 1] & (nxt >= 0) & ~self.ends[last]
             index[:, j] = np.where(valid[:, j], nxt, last)  # past the end: repeat (masked out by `valid`)
         steps = index[:, :-1]
-        live = valid[:, :-1]  # a step exists only where its starting observation does
+        live = valid[:, :-1] & (self.next[steps] >= 0)  # a step exists where its observation does and was taken
         return SequenceBatch(self.stacks(index), np.where(live, self.action[steps], 0),
                              np.where(live, self.reward[steps], 0).astype(np.float32),
-                             live & self.terminal[steps], valid)
+                             live & self.terminal[steps], live, valid)

@@ -71,6 +71,7 @@ class Learner:
         K, n = cfg.unroll, cfg.n_step
         obs = self._tensor(batch.obs).float()  # [B, L, K', C, H, W]
         action, valid = self._tensor(batch.action), self._tensor(batch.valid).float()  # [B, L-1], [B, L]
+        live = self._tensor(batch.live).float()  # [B, L-1]
         reward = self._tensor(batch.reward)
         if cfg.reward_clip > 0:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
@@ -79,7 +80,7 @@ class Learner:
         with torch.no_grad():
             later = random_shift(obs[:, 1:].flatten(0, 1), cfg.shift, self.generator)
             zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
-            targets, q_mask = self._q_targets(zbar, reward, alive, valid)  # [B, K] each
+            targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
         losses = {"consistency": 0.0, "reward": 0.0, "cont": 0.0, "q": 0.0}
@@ -91,7 +92,7 @@ class Learner:
             huber = F.smooth_l1_loss(q, targets[None, :, k].expand_as(q), reduction="none").mean(0)
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
             z, reward_logits, cont_logit = model.step(z, action[:, k])
-            step_mask = valid[:, k]  # the step exists where its starting observation does
+            step_mask = live[:, k]
             mse = (z - zbar[:, k]).pow(2).mean(-1)
             losses["consistency"] = losses["consistency"] + w * _masked_mean(mse, valid[:, k + 1])
             ce = -(model.two_hot.encode(reward[:, k]) * F.log_softmax(reward_logits, -1)).sum(-1)
@@ -113,7 +114,7 @@ class Learner:
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
 
-    def _q_targets(self, zbar: torch.Tensor, reward: torch.Tensor, alive: torch.Tensor,
+    def _q_targets(self, zbar: torch.Tensor, reward: torch.Tensor, alive: torch.Tensor, live: torch.Tensor,
                    valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """n-step double-Q targets y [B, K] for the steps 0..K-1, and where they are defined [B, K]:
         the step exists, and the window ends in a terminal or at an observation of the same life."""
@@ -126,12 +127,12 @@ class Learner:
         for k in range(K):
             ret, disc = torch.zeros_like(reward[:, 0]), torch.ones_like(reward[:, 0])
             for i in range(n):
-                ret = ret + disc * reward[:, k + i] * valid[:, k + i]
+                ret = ret + disc * reward[:, k + i] * live[:, k + i]
                 disc = disc * cfg.gamma * alive[:, k + i]
             ended = disc == 0  # a terminal inside the window: no bootstrap needed
             reached = valid[:, k + n] > 0  # else the bootstrap observation must be in the same life
             y.append(ret + disc * q_target[:, k + n - 1] * reached)
-            mask.append(valid[:, k] * (ended | reached).float())
+            mask.append(live[:, k] * (ended | reached).float())
         return torch.stack(y, 1), torch.stack(mask, 1)
 
     def state_dict(self) -> dict:

@@ -1,0 +1,166 @@
+"""The online agent: replay sequences, search vs greedy, learning a toy task, save/load, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import toy_env
+from conftest import run_cli
+from wmrl.control.search import ExhaustiveSearch, SearchAgent, q_search_objective
+from wmrl.data.memory import TransitionMemory
+from wmrl.data.replay import ReplayDataset
+from wmrl.models.agent_model import AgentWorldModel
+from wmrl.models.config import AgentModelConfig, EncoderConfig
+from wmrl.train.config import LearnerConfig
+from wmrl.train.learner import Learner
+
+TOY_CONFIG = """env: {card}
+stage1:
+  model: {{encoder: {{size: micro, width: 32, depth: 1, heads: 2, patch: 6, tubelet: 2}}, predictor: {{width: 32, depth: 1, heads: 2}}}}
+  optim: {{steps: 5, batch_size: 8, warmup_steps: 1}}
+  eval_every: 5
+  checkpoint_every: 5
+learner: {{batch_size: 16, lr: 0.001, unroll: 2, n_step: 1, shift: 0, model: {{latent: 32, hidden: 64, queries: 1}}}}
+search: {{depth: 1, explore_steps: 300}}
+run: {{budget: {budget}, seed_steps: 200, stage1_steps: {stage1}, num_envs: 4, replay_ratio: 0.5, checkpoint_every: 200,
+      eval_episodes: {eval_episodes}}}
+"""
+
+
+def toy_config(tmp_path: Path, budget: int = 1200, stage1: int = 0, eval_episodes: int = 10) -> Path:
+    card = tmp_path / "toyside.yaml"
+    card.write_text(toy_env.CARD)
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONFIG.format(card=card, budget=budget, stage1=stage1, eval_episodes=eval_episodes))
+    return path
+
+
+def tiny_model(num_actions: int = 2, stack=(2, 1, 12, 12)) -> AgentWorldModel:
+    torch.manual_seed(0)
+    return AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                           AgentModelConfig(latent=32, hidden=64, queries=1), stack, num_actions)
+
+
+def test_memory_sequences_stop_at_lost_lives_and_pad_stacks_with_the_first_frame():
+    memory = TransitionMemory(50, (1, 2, 2), frame_stack=3)
+    frame = lambda v: np.full((1, 2, 2), v, np.uint8)  # noqa: E731
+    i = memory.start(frame(0))
+    for t in range(1, 6):  # step 2 loses a life (terminal for learning, the episode goes on)
+        i = memory.add(i, t % 2, float(t), terminal=(t == 3), end=(t == 3), frame=frame(t))
+    assert memory.steps == 5 and len(memory) == 6
+    stacks = memory.stacks(np.array([0, 1, 4]))
+    assert stacks[:, :, 0, 0, 0].tolist() == [[0, 0, 0], [0, 0, 1], [2, 3, 4]]
+    memory.rng = np.random.default_rng(0)
+    batch = memory.sample(64, 4)
+    first = batch.obs[:, 0, -1, 0, 0, 0]  # frame value == record index here
+    for b in range(64):
+        steps_left_in_life = 3 - first[b] if first[b] < 3 else 5 - first[b]
+        # the observation after a lost life starts a new life: not part of the sequence
+        assert batch.valid[b].sum() == min(4, steps_left_in_life + (0 if first[b] < 3 else 1))
+        assert batch.terminal[b].any() == (first[b] < 3 and steps_left_in_life <= 3)
+        live = batch.live[b]
+        assert live.sum() == min(3, steps_left_in_life)
+        assert (batch.reward[b][live] == first[b] + 1 + np.arange(live.sum())).all()
+
+
+class CliffModel(torch.nn.Module):
+    """Two actions from state 0: action 0's Q looks better, but it leads to a lost life (no reward,
+    continuation 0); action 1 pays 1 and leads to state 1, where Q is 1. Greedy Q picks 0, a depth-2
+    search sees the lost life and picks 1."""
+
+    num_actions = 2
+
+    def step(self, z, action):
+        nxt = action.float()[:, None].expand(-1, 1)  # state index = the action taken
+        reward_logits = action.float()[:, None]  # decoded by `reward` below
+        cont_logit = torch.where(action == 0, -20.0, 20.0)
+        return nxt, reward_logits, cont_logit
+
+    def reward(self, logits):
+        return logits[:, 0]
+
+    def q(self, z):
+        q_state0 = torch.tensor([2.0, 1.5])
+        q_state1 = torch.tensor([1.0, 1.0])
+        return torch.where(z[:, :1] > 0.5, q_state1, q_state0)[None]  # [1, B, A]
+
+
+def test_search_sees_what_greedy_q_misses():
+    model, z = CliffModel(), torch.zeros(1, 1)
+    greedy, _ = ExhaustiveSearch(2, depth=1).optimize_batch(q_search_objective(model, z, 0.99), 1)
+    searched, scores = ExhaustiveSearch(2, depth=2).optimize_batch(q_search_objective(model, z, 0.99), 1)
+    assert greedy[0, 0] == 0 and searched[0, 0] == 1
+    assert scores.shape == (1, 4) and scores[0].max() == pytest.approx(1 + 0.99 * 1.0, abs=1e-4)
+
+
+def test_learner_reduces_its_losses_on_a_fixed_replay():
+    memory = TransitionMemory(400, (1, 12, 12), frame_stack=2, seed=0)
+    env = toy_env.SideEnv()
+    obs, _ = env.reset(seed=0)
+    i, rng = memory.start(obs.transpose(2, 0, 1)), np.random.default_rng(0)
+    for _ in range(300):
+        action = int(rng.integers(2))
+        obs, reward, term, trunc, _ = env.step(action)
+        i = memory.add(i, action, reward, term, term or trunc, obs.transpose(2, 0, 1))
+        if term or trunc:
+            obs, _ = env.reset()
+            i = memory.start(obs.transpose(2, 0, 1))
+    learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0))
+    fixed = memory.sample(32, learner.cfg.sequence_length)
+    first = learner.update(fixed)
+    for _ in range(60):
+        last = learner.update(fixed)
+    assert last["reward"] < 0.5 * first["reward"] and last["q"] < first["q"] + 1e-3 and last["loss"] < 0.5 * first["loss"]
+
+
+def test_search_agent_save_load_gives_identical_actions(tmp_path):
+    agent = SearchAgent(tiny_model(), depth=2, gamma=0.9)
+    obs = np.random.default_rng(0).integers(0, 255, (5, 2, 1, 12, 12), dtype=np.uint8)
+    agent.save(tmp_path / "agent.pt")
+    loaded = SearchAgent.load(tmp_path / "agent.pt")
+    assert (loaded.predict(obs)[0] == agent.predict(obs)[0]).all()
+    assert loaded.depth == 2 and loaded.gamma == 0.9
+
+
+def test_online_agent_learns_the_toy_task_far_above_random(tmp_path):
+    """1,000 learning steps (500 updates): the deterministic agent must read the frame (random: 5/10)."""
+    out = tmp_path / "run"
+    result = run_cli("run", "--config", toy_config(tmp_path), "--out", out, "--no-progress",
+                     env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["steps"] == 1200 and record["updates"] == 500
+    assert record["eval"]["return_mean"] >= 9.0, record["eval"]
+    assert ReplayDataset(out / "data").episode_steps.sum() == 1200
+
+
+def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_path):
+    out = tmp_path / "run"
+    config = toy_config(tmp_path, budget=1000, stage1=5, eval_episodes=0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "wmrl", "run", "--config", str(config), "--out", str(out), "--no-progress"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "learner.pt").is_file():
+        time.sleep(0.05)
+    assert (out / "learner.pt").is_file(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["steps"] < 1000
+    result = run_cli("run", "--resume", "--out", out, "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    data = ReplayDataset(out / "data")
+    # What an uninterrupted run ends with: the budget of stored steps, 0.5 updates per step past the 200 seed steps.
+    assert record["steps"] == data.episode_steps.sum() == 1000
+    assert record["updates"] == 400
+    assert (out / "encoder" / "checkpoint.pt").is_file()
