@@ -164,3 +164,25 @@ def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_pa
     assert record["steps"] == data.episode_steps.sum() == 1000
     assert record["updates"] == 400
     assert (out / "encoder" / "checkpoint.pt").is_file()
+
+
+def test_returns_to_life_end_cut_at_lost_lives_and_clip_rewards():
+    from wmrl.eval.agent import returns_to_life_end
+
+    reward = np.array([0.0, 4.0, 0.0, 1.0])
+    lives = np.array([5, 5, 4, 4, 4])  # step 1 loses a life
+    g = returns_to_life_end(reward, lives, gamma=0.5, clip=1.0)
+    assert g.tolist() == [0.5, 1.0, 0.5, 1.0]
+
+
+def test_eval_agent_diagnoses_a_run(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    assert run_cli("run", "--config", toy_config(tmp_path, budget=400, eval_episodes=0), "--out", out, "--no-progress",
+                   env=env).returncode == 0
+    result = run_cli("eval", "--agent", out, "--episodes", "2", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    diag = json.loads((out / "eval_agent.json").read_text())
+    assert diag["episodes"] == 2 and diag["steps"] == 20 and len(diag["action_histogram"]) == 2
+    assert -1 <= diag["spearman_maxq_return"] <= 1 and diag["model_error_l1"] >= 0
+    assert run_cli("eval", "--agent", tmp_path / "nothing").returncode == 2

@@ -114,6 +114,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from wmrl.train.checkpoint import load_checkpoint
 
+    if args.agent is not None:
+        return eval_agent(args)
+    if args.stage is None or args.checkpoint is None or args.data is None:
+        raise UserError("eval needs --stage, --checkpoint and --data (or --agent RUN)")
+
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     data = open_data(args.data, source=load_checkpoint(args.checkpoint).get("data_source"))
     if args.stage == 1:
@@ -134,6 +139,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
             frames = imagined_video(args.checkpoint, data, args.video, horizon=args.horizon, seed=args.seed)
             print(f"video: {frames} frames, real (left) vs imagined by nearest-neighbour latents (right) -> {args.video}")
     (run_dir / f"eval_stage{args.stage}.json").write_text(json.dumps(result, indent=1))
+
+
+def eval_agent(args: argparse.Namespace) -> None:
+    import json
+
+    from wmrl.config import ExperimentConfig, from_dict
+    from wmrl.control.search import SearchAgent
+    from wmrl.envs import load_card, make_env
+    from wmrl.eval.agent import diagnose, format_diagnostics
+
+    folder = args.agent if args.agent.is_dir() else args.agent.parent
+    path = folder / "agent.pt" if args.agent.is_dir() else args.agent
+    record = folder / "run.json"
+    if not path.is_file() or not record.is_file():
+        raise UserError(f"--agent wants a `wmrl run` folder with agent.pt and run.json, got {args.agent}")
+    cfg = from_dict(ExperimentConfig, json.loads(record.read_text())["config"], source=str(record))
+    card = load_card(cfg.env)
+    env = make_env(card)
+    try:
+        result = diagnose(SearchAgent.load(path), env, episodes=args.episodes, seed=args.seed,
+                          gamma=cfg.learner.gamma, reward_clip=cfg.learner.reward_clip)
+    finally:
+        env.close()
+    print(format_diagnostics(result))
+    (folder / "eval_agent.json").write_text(json.dumps(result, indent=1))
+    print(f"-> {folder / 'eval_agent.json'}")
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -525,10 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained stage")
-    p.add_argument("--stage", type=int, choices=[1, 2], required=True, help="1: probes; 2: error by horizon")
-    p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, help="replay dataset folder, or vpt:'<shards or folders>'")
+    p = sub.add_parser("eval", help="evaluate a trained stage, or diagnose an online agent (--agent)")
+    p.add_argument("--stage", type=int, choices=[1, 2], help="1: probes; 2: error by horizon")
+    p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint file")
+    p.add_argument("--data", help="replay dataset folder, or vpt:'<shards or folders>'")
+    p.add_argument("--agent", type=Path, help="a `wmrl run` folder (or its agent.pt): probes of the acting latent, "
+                   "Spearman(max Q, return), action effect vs model error, action histogram, from fresh episodes")
+    p.add_argument("--episodes", type=int, default=3, help="--agent: episodes to play")
     p.add_argument("--fields", nargs="+", help="state fields to probe (default: every field of size <= 16)")
     p.add_argument("--max-rows", type=int, default=4000, help="training stacks for the probes")
     p.add_argument("--horizon", type=int, default=8, help="stage 2: imagined steps per clip")

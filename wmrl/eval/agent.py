@@ -1,0 +1,128 @@
+"""Diagnostics of an online (search) agent, from fresh episodes it plays: what `wmrl eval --agent` prints.
+
+So that the next regression shows in one command, on the latent the agent acts on:
+* probes: held-out R² of a ridge regression from z to each scalar ground-truth field the card
+  records (Breakout: ball x / y, paddle x, and ball x - paddle x), on rows with the ball in play
+  where the card has a ball; fitted on the first episodes, scored on the last;
+* value ranking: Spearman correlation of max_a Q(z_t, a) with the realised discounted return of
+  clipped rewards up to the next lost life or episode end (what Q is trained to predict);
+* action effect vs model error: mean L1 between the next latents predicted under different
+  actions, beside the L1 between the predicted and the encoded next latent of the taken action;
+* the action histogram of the acting policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from wmrl.control.search import SearchAgent
+from wmrl.eval.probes import linear_probe_r2
+
+
+@torch.no_grad()
+def play(env, agent: SearchAgent, episodes: int, seed: int, max_steps: int) -> list[dict]:
+    """Episodes of the deterministic agent: obs stacks, actions, rewards, lives and state per step."""
+    played = []
+    for e in range(episodes):
+        obs, info = env.reset(seed=seed + e)
+        rows = {"obs": [np.asarray(obs)], "action": [], "reward": [], "lives": [info.get("lives", 0)],
+                "state": [info.get("state")]}
+        for _ in range(max_steps):
+            action, _ = agent.predict(np.asarray(obs))
+            obs, reward, terminated, truncated, info = env.step(action)
+            rows["obs"].append(np.asarray(obs))
+            rows["action"].append(int(action))
+            rows["reward"].append(float(reward))
+            rows["lives"].append(info.get("lives", 0))
+            rows["state"].append(info.get("state"))
+            if terminated or truncated:
+                break
+        played.append({k: np.asarray(v) if k != "state" or v[0] is not None else None for k, v in rows.items()})
+    return played
+
+
+def returns_to_life_end(reward: np.ndarray, lives: np.ndarray, gamma: float, clip: float) -> np.ndarray:
+    """Discounted return G_t [T] of clipped rewards, cut where a life is lost or the episode ends."""
+    r = np.clip(reward, -clip, clip) if clip > 0 else reward
+    lost = lives[1:] < lives[:-1]  # [T]
+    g, out = 0.0, np.zeros(len(r))
+    for t in range(len(r) - 1, -1, -1):
+        g = r[t] + (0.0 if lost[t] else gamma * g)
+        out[t] = g
+    return out
+
+
+def probe_targets(layout: list[tuple[str, int]], state: np.ndarray) -> dict[str, np.ndarray]:
+    """Scalar fields of a state [T, S] (not lives), plus ball x - paddle x where both exist."""
+    targets, start = {}, 0
+    for name, size in layout:
+        if size == 1 and name != "lives":
+            targets[name] = state[:, start]
+        start += size
+    if "ball_x" in targets and "paddle_x" in targets:
+        targets["ball_x - paddle_x"] = targets["ball_x"] - targets["paddle_x"]
+    return targets
+
+
+@torch.no_grad()
+def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_steps: int = 5000, gamma: float = 0.99,
+             reward_clip: float = 1.0) -> dict:
+    """`env` is a card's env (`make_env`); its recorded state fields, if any, are probed."""
+    model = agent.model
+    played = play(env, agent, episodes, seed, max_steps)
+    try:
+        layout = env.get_wrapper_attr("layout")  # (name, size) per state field, known once an episode ran
+    except AttributeError:
+        layout = []
+    z_all, q_all, g_all, split, effect, error = [], [], [], [], [], []
+    states = []
+    for e, ep in enumerate(played):
+        z = torch.cat([model.encode(torch.as_tensor(ep["obs"][i:i + 256])) for i in range(0, len(ep["obs"]), 256)])
+        q = model.q(z[:-1]).mean(0)  # [T, A]
+        a = torch.as_tensor(ep["action"])
+        nexts = torch.stack([model.step(z[:-1], torch.full_like(a, b))[0] for b in range(model.num_actions)])  # [A, T, D]
+        pairs = [(i, j) for i in range(model.num_actions) for j in range(i + 1, model.num_actions)]
+        effect.append(torch.stack([(nexts[i] - nexts[j]).abs().mean(-1) for i, j in pairs]).mean(0))
+        taken = nexts[a, torch.arange(len(a))]
+        same_life = torch.as_tensor(ep["lives"][1:] == ep["lives"][:-1])
+        error.append((taken - z[1:]).abs().mean(-1)[same_life])
+        z_all.append(z[:-1].numpy())
+        q_all.append(q.max(-1).values.numpy())
+        g_all.append(returns_to_life_end(ep["reward"], ep["lives"], gamma, reward_clip))
+        split.append(np.full(len(a), e == len(played) - 1))
+        if ep["state"] is not None:
+            states.append(ep["state"][:-1])
+    z, maxq, g, test = map(np.concatenate, (z_all, q_all, g_all, split))
+    actions = np.concatenate([ep["action"] for ep in played])
+    result = {
+        "episodes": len(played), "steps": int(len(z)),
+        "return_mean": float(np.mean([ep["reward"].sum() for ep in played])),
+        "spearman_maxq_return": float(spearmanr(maxq, g).statistic) if np.std(maxq) > 0 and np.std(g) > 0 else float("nan"),
+        "action_effect_l1": float(torch.cat(effect).mean()),
+        "model_error_l1": float(torch.cat(error).mean()),
+        "action_histogram": (np.bincount(actions, minlength=model.num_actions) / len(actions)).tolist(),
+        "probe_r2": {},
+    }
+    if states and layout:
+        targets = probe_targets(layout, np.concatenate(states))
+        keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(z), bool)  # ball in play
+        if episodes < 2:  # no later episode to hold out: the last 30% of steps
+            test = np.arange(len(z)) >= int(0.7 * len(z))
+        train_rows, test_rows = keep & ~test, keep & test
+        if train_rows.sum() > 10 and test_rows.sum() > 10:
+            for name, y in targets.items():
+                r2 = linear_probe_r2(z[train_rows], y[train_rows], z[test_rows], y[test_rows], ridge=1.0)
+                result["probe_r2"][name] = float(r2)
+    return result
+
+
+def format_diagnostics(result: dict) -> str:
+    lines = [f"{result['episodes']} episodes, {result['steps']} steps, return {result['return_mean']:.2f}",
+             f"Spearman(max Q, return to the next lost life): {result['spearman_maxq_return']:.3f}",
+             f"one-step action effect (L1 between actions) {result['action_effect_l1']:.4f} vs model error "
+             f"{result['model_error_l1']:.4f} (ratio {result['action_effect_l1'] / max(result['model_error_l1'], 1e-12):.2f})",
+             "actions: " + " ".join(f"{p:.2f}" for p in result["action_histogram"])]
+    lines += [f"probe R² {name}: {r2:.3f}" for name, r2 in result["probe_r2"].items()]
+    return "\n".join(lines)
