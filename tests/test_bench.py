@@ -37,7 +37,7 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     out = tmp_path / "quick"
     assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
     results = {(c.env, c.agent): json.loads((runner.cell_dir(out, c, 0) / "result.json").read_text()) for c in tiny_quick}
-    assert set(a for _, a in results) == {"random", "ppo", "dqn", "a2c", "sac", "wmrl-mpc", "wmrl-imagine"}
+    assert set(a for _, a in results) == {"random", "ppo", "dqn", "a2c", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine"}
     for (env, agent), r in results.items():
         assert r["episodes"] == 2 and np.isfinite(r["return_mean"]) and max(r["lengths"]) <= 60
         assert ("success_rate" in r) == (env == "reacher")
@@ -45,6 +45,8 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     # Every agent meets the same seeded evaluation episodes; the model-based ones used the budget's real steps.
     mbrl = json.loads((out / "breakout/wmrl-mpc/seed-0/run.json").read_text())
     assert mbrl["rounds"][-1]["steps"] == 600
+    online = json.loads((out / "breakout/wmrl/seed-0/run.json").read_text())
+    assert online["loop"] == "online" and online["steps"] == 600 and online["updates"] == 50
     assert (out / "breakout/ppo/seed-0/model.zip").is_file() and (out / "breakout/wmrl-imagine/seed-0/model.zip").is_file()
     # A cell records its SB3 settings (the replay buffer capped at the budget) and the machine.
     cell = json.loads((out / "breakout/dqn/seed-0/cell.json").read_text())
@@ -52,7 +54,7 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     assert json.loads((out / "breakout/random/seed-0/cell.json").read_text())["sb3_settings"] is None
 
     report = (out / "report.md").read_text()
-    for agent in ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine"):
+    for agent in ("random", "ppo", "dqn", "a2c", "wmrl", "wmrl-mpc", "wmrl-imagine"):
         assert f"| breakout | {agent} | 600 |" in report
     assert "| reacher | sac | 200 |" in report and "Published breakout" in report
     assert (out / "curves_breakout.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
@@ -149,7 +151,7 @@ def test_bench_errors(tmp_path):
     r = run_cli("bench", "--suite", "quick", "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "--readme goes with --report" in r.stderr
     (tmp_path / "README.md").write_text("no markers\n")
-    r = run_cli("bench", "--report", REPO / "benchmarks/results/atari100k", "--readme", tmp_path / "README.md")
+    r = run_cli("bench", "--report", REPO / "benchmarks/results/atari100k-64px", "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "needs the headline markers" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "README.md").read_text() == "no markers\n"
     corrupt = tmp_path / "c" / "breakout" / "random" / "seed-0"
@@ -163,7 +165,8 @@ def test_readme_headline_table_is_the_committed_results():
     """The README's table is what `wmrl bench --report ... --readme` writes from benchmarks/results/."""
     text = (REPO / "README.md").read_text()
     table = text.split(HEADLINE_BEGIN + "\n")[1].split(HEADLINE_END)[0]
-    roots = [p for p in (REPO / "benchmarks/results/atari100k", REPO / "benchmarks/results/robots") if p.is_dir()]
+    roots = [p for p in (REPO / "benchmarks/results/atari100k", REPO / "benchmarks/results/atari100k-64px",
+                         REPO / "benchmarks/results/robots") if any(p.glob("**/result.json"))]
     assert table == headline(roots)
 
 

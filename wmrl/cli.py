@@ -180,6 +180,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from wmrl.eval.tasks import episode_measure
     from wmrl.train.checkpoint import load_checkpoint
 
+    folder = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    if (folder / "agent.pt").is_file() and (folder / "learner.pt").is_file():  # an online `wmrl run`
+        return play_online_agent(args, folder)
     cfg = load_experiment(args.config) if args.config else None
     env_name = args.env or (cfg.env if cfg else None)
     if env_name is None:
@@ -244,6 +247,39 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.save_agent:
         agent.save(args.save_agent)
         print(f"agent -> {args.save_agent}")
+
+
+def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
+    """`wmrl plan` with the search agent of an online `wmrl run` folder (env: --env or the run's)."""
+    import json
+
+    from wmrl.config import ExperimentConfig, from_dict
+    from wmrl.control.search import SearchAgent
+    from wmrl.envs import load_card, make_env
+    from wmrl.eval.episodes import run_episodes, write_video
+    from wmrl.eval.tasks import episode_measure
+
+    cfg = from_dict(ExperimentConfig, json.loads((folder / "run.json").read_text())["config"], source=str(folder / "run.json"))
+    card = load_card(args.env or cfg.env)
+    agent = SearchAgent.load(folder / "agent.pt")
+    env = make_env(card)
+    try:
+        if tuple(env.observation_space.shape) != agent.model.stack_shape:
+            raise UserError(f"env card '{card.name}' gives stacks {env.observation_space.shape}, "
+                            f"the agent wants {agent.model.stack_shape}")
+        stats, frames = run_episodes(env, agent, args.episodes, seed=args.seed, max_steps=args.max_steps,
+                                     record=1 if args.video else 0, measure=episode_measure(card, env))
+    finally:
+        env.close()
+    summary = stats.summary(card)
+    capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
+    print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
+          f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); {summary['ms_per_action_mean']:.1f} ms "
+          f"per action (search over all {agent.model.num_actions}^{agent.depth} action sequences, Q at the leaves)")
+    if args.video:
+        write_video(frames, args.video)
+        print(f"video: first episode, {len(frames)} frames -> {args.video}")
+    (folder / "plan.json").write_text(json.dumps({"env": card.name, "seed": args.seed, **summary}, indent=1))
 
 
 def goal_planning(args: argparse.Namespace, card, payload: dict, plan, env):
@@ -573,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="act in the real env by planning in a world model (MPC)")
     p.add_argument("--env", help="env card name or Gymnasium id (default: the config's)")
-    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint, or an online "
+                   "`wmrl run` folder (its search agent plays)")
     p.add_argument("--config", help="experiment config whose plan section sets the planner (default: built-in)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i")
@@ -590,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("imagine", help="train an SB3 algorithm inside a world model, evaluate it in the real env")
-    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint, or an online "
+                   "`wmrl run` folder (its search agent plays)")
     p.add_argument("--data", type=Path, help="dataset whose frames start imagined episodes (default: the model's)")
     p.add_argument("--algo", choices=["ppo", "a2c", "dqn", "sac", "td3"], default="ppo")
     p.add_argument("--steps", type=int, default=200_000, help="imagined env steps to learn from")

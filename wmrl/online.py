@@ -78,7 +78,7 @@ class OnlineRun:
         r = self.cfg.run
         # Each episode adds one frame beyond its steps; Breakout episodes last >= ~100 steps.
         capacity = r.budget + r.budget // 20 + 4 * r.num_envs + 1000
-        memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=self.cfg.learner.seed)
+        memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=r.seed)
         data = self.out / "data"
         meta = json.loads((data / "data" / "metadata.json").read_text()) if (data / "data" / "metadata.json").is_file() else None
         if meta is not None:
@@ -89,7 +89,7 @@ class OnlineRun:
         return memory
 
     def _model(self, num_actions: int, stack_shape: tuple[int, ...]) -> AgentWorldModel:
-        torch.manual_seed(self.cfg.learner.seed)
+        torch.manual_seed(self.cfg.run.seed)
         return AgentWorldModel(self.cfg.stage1.model.encoder, self.cfg.learner.model, stack_shape, num_actions)
 
     def _pretrain(self, model: AgentWorldModel) -> None:
@@ -140,7 +140,7 @@ class OnlineRun:
         model = self._model(venv.single_action_space.n, stack_shape)
         learner, checkpoint = None, self.out / "learner.pt"
         if checkpoint.is_file():
-            learner = Learner(model, cfg.learner, self.device)
+            learner = Learner(model, cfg.learner, self.device, seed=r.seed)
             saved = load_checkpoint(checkpoint)
             learner.load_state_dict(saved["learner"])
             self.memory.rng.bit_generator.state = saved["memory_rng"]
@@ -171,7 +171,7 @@ class OnlineRun:
                                 writer.write(buf.to_episode())
                                 buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
                         self._pretrain(model)
-                    learner = Learner(model, cfg.learner, self.device)
+                    learner = Learner(model, cfg.learner, self.device, seed=r.seed)
                     agent = SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
                 if agent is None:
                     actions = action_rng.integers(venv.single_action_space.n, size=r.num_envs)

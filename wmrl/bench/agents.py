@@ -5,7 +5,9 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
     random          uniform actions; no training
     ppo a2c dqn     SB3 model-free baselines on the card's frame stacks (CnnPolicy); dqn: discrete
     sac             SB3 SAC, continuous actions
-    wmrl-mpc        `wmrl run`: collect -> stage 1 -> stage 2 rounds, then the MPC planner
+    wmrl            `wmrl run` with the online agent: a world model learned from reward end to end,
+                    acting by search with Q at the leaves (discrete actions)
+    wmrl-mpc        `wmrl run` with run.loop rounds: collect -> stage 1 -> stage 2 rounds, then the MPC planner
     wmrl-imagine    an SB3 policy trained in the imagination env of the wmrl-mpc run's last world
                     model (the same seed's folder, so no extra real steps)
 
@@ -29,8 +31,8 @@ from wmrl.envs.wrappers import StackToChannels
 from wmrl.errors import UserError
 from wmrl.policies import SB3Policy
 
-AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl-mpc", "wmrl-imagine")
-DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac"}
+AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
+DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "wmrl"}, {"sac"}
 
 # SB3 zoo Atari settings; replay buffers hold at most the whole budget (zoo: 10M steps, 1M-step buffers).
 SB3_SETTINGS = {
@@ -124,10 +126,32 @@ def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, p
         cfg = load_experiment(config)
         if cfg.env != card.name:
             raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
-        cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = budget, seed, 0  # the runner evaluates
+        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = "rounds", budget, seed, 0  # the runner evaluates
         run = ModelBasedRun(cfg, folder, device=device, progress=progress)
     run.run()
     return run
+
+
+def online_agent(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
+                 device: str = "cpu"):
+    """The online agent's `wmrl run` in `folder` (resumed if there); returns (agent, learning curve)."""
+    from wmrl.config import load_experiment
+    from wmrl.control.search import SearchAgent
+    from wmrl.online import new_run, resume_run
+    from wmrl.train.logger import MetricsLog
+
+    if (folder / "run.json").is_file():
+        run = resume_run(folder, budget=budget, device=device, progress=progress)
+    else:
+        cfg = load_experiment(config)
+        if cfg.env != card.name:
+            raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
+        # One config serves both wmrl agents: its learner/search sections here, stage2/plan for wmrl-mpc.
+        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = "online", budget, seed, 0  # the runner evaluates
+        run = new_run(cfg, folder, device=device, progress=progress)
+    run.run()
+    curve = [(row["step"], row["episode_return"]) for row in MetricsLog(folder).rows() if "episode_return" in row]
+    return SearchAgent.load(folder / "agent.pt"), curve
 
 
 def mpc_curve(folder: Path) -> list[tuple[int, float]]:
@@ -153,6 +177,8 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
         return RandomPolicy(action_space(card), seed), []
     if agent in SB3_SETTINGS:
         return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder)
+    if agent == "wmrl":
+        return online_agent(card, config, budget, seed, folder, progress, device)
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
     run = wmrl_run(card, config, budget, seed, mbrl, progress, device)
     payload = load_checkpoint(run.world_model_dir(len(run.record["rounds"]) - 1))

@@ -43,16 +43,18 @@ def _grid(envs: dict[str, tuple[str, ...]], budget: int, episodes: int, **kw) ->
     return [Cell(env, agent, budget, episodes, **kw) for env, agents in envs.items() for agent in agents]
 
 
-DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl-mpc", "wmrl-imagine")
+# The imagination agent is out of the discrete suites: on Breakout (64x64 card, 2 seeds) it scored
+# 0.90 against random's 1.20; the MPC agent of the two-stage design gave way to the online agent.
+DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl")
 CONTINUOUS_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
 
 SUITES: dict[str, list[Cell]] = {
     # Proves the harness end to end in minutes: every agent kind on both action types.
-    "quick": _grid({"breakout": DISCRETE_AGENTS}, 2000, 2,
+    "quick": _grid({"breakout": (*DISCRETE_AGENTS, "wmrl-mpc", "wmrl-imagine")}, 2000, 2,
                    config="quick-breakout", imagine_steps=2048, eval_max_steps=500)
     + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
-    # Atari-100k (shared/PROTOCOL.md): 100k agent steps, 10 full episodes per seed.
-    "atari100k": _grid({"breakout": DISCRETE_AGENTS}, 100_000, 10),
+    # Atari-100k (benchmarks/PROTOCOL.md): 100k agent steps, 20 full episodes per seed.
+    "atari100k": _grid({"breakout": DISCRETE_AGENTS}, 100_000, 20),
     # Goal reaching from pixels (shared/PROTOCOL.md): 50 seeded episodes, success rate.
     "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),
     # Crafter at its authors' 1M-step budget; the score is computed over 20 evaluation episodes.

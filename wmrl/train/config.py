@@ -98,7 +98,6 @@ class LearnerConfig:
     reward_weight: float = 1.0
     cont_weight: float = 1.0
     q_weight: float = 1.0
-    seed: int = 0
 
     def __post_init__(self):
         if min(self.batch_size, self.unroll, self.n_step) < 1 or self.lr <= 0 or self.encoder_lr_scale < 0:

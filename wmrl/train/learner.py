@@ -47,7 +47,7 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
 class Learner:
     """Owns the online model, its EMA target and the optimizer; `update(batch)` is one step."""
 
-    def __init__(self, model: AgentWorldModel, cfg: LearnerConfig, device: str = "cpu"):
+    def __init__(self, model: AgentWorldModel, cfg: LearnerConfig, device: str = "cpu", seed: int = 0):
         self.cfg, self.device = cfg, torch.device(device)
         self.model = model.to(self.device).train()
         self.target = copy.deepcopy(self.model).requires_grad_(False)
@@ -59,7 +59,7 @@ class Learner:
         else:
             model.encoder.requires_grad_(False)
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets
         self.updates = 0
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
