@@ -1,8 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default:
-#                 the model-based loop on Breakout (random data -> stage-1 encoder -> stage-2 world model
-#                 -> MPC-collected data -> updated world model), then probes, world-model evaluation
-#                 and a planned episode in the real env
+#                 the online agent on Breakout (random data -> stage-1 V-JEPA encoder -> acting by search
+#                 while the world model and Q learn end to end), then encoder probes, the agent's
+#                 diagnostics and a searched episode in the real env
 #   make test   - creates .venv, installs wmrl with every env, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/wmrl run --config demo --out runs/demo
 	$(BIN)/wmrl data info runs/demo/data
 	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo/encoder --data runs/demo/data
-	$(BIN)/wmrl eval --stage 2 --checkpoint runs/demo/world_model/round-1 --data runs/demo/data --video runs/demo/imagined.mp4
-	$(BIN)/wmrl plan --config demo --checkpoint runs/demo/world_model/round-1 --episodes 1 --max-steps 300 --video runs/demo/plan.mp4
+	$(BIN)/wmrl eval --agent runs/demo --episodes 2
+	$(BIN)/wmrl plan --checkpoint runs/demo --episodes 1 --max-steps 2000 --video runs/demo/plan.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
