@@ -1,6 +1,6 @@
 """Benchmark of control speed: planner milliseconds per action, imagination vs real env steps/s.
 
-1. Planner: an `MPCAgent` with the `plan` section of `--config` (default breakout: CEM, 256
+1. Planner: an `MPCAgent` with the `plan` section of `--config` (default reacher: CEM, 256
    candidates, horizon 8, 3 iterations) over the trained world model of `--checkpoint`, or
    without one over random weights of the config's shapes. Candidates that share an action
    prefix share its computation, so a trained model (whose CEM distribution concentrates as it
@@ -113,7 +113,8 @@ def build_world_model(cfg, card, checkpoint: Path | None) -> tuple[WorldModel, g
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="breakout")
+    # The two-stage MPC agent acts where the online agent does not yet: continuous actions.
+    p.add_argument("--config", default="reacher")
     p.add_argument("--checkpoint", type=Path, help="a trained stage-2 world model of the config's env (default: random weights)")
     p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
     p.add_argument("--actions", type=int, default=10, help="planned actions at least")

@@ -18,13 +18,13 @@ import numpy as np
 from wmrl.envs import load_card
 from wmrl.errors import UserError
 
-# shared/PROTOCOL.md: paper tables at 100k agent steps (Atari) and the authors' own settings.
+# benchmarks/PROTOCOL.md: paper tables at 100k agent steps (Atari) and the authors' own settings.
 PUBLISHED = {
     "breakout": [("random", 1.7), ("human", 30.5), ("SimPLe", 16.4), ("TWM", 20.0), ("STORM", 15.9),
                  ("DreamerV3", 31.0), ("IRIS", 83.7), ("DIAMOND", 132.5), ("BBF", 370.6), ("EfficientZero", 414.1)],
     # Crafter score (%) at 1M env steps (Hafner 2021 and DreamerV3), over all training episodes.
     "crafter": [("random", 1.6), ("SB3 PPO", 4.6), ("DreamerV2", 10.0), ("DreamerV3", 14.5), ("human", 50.5)],
-    # Goal reaching from goal images with offline data (shared/PROTOCOL.md): other env versions and
+    # Goal reaching from goal images with offline data (benchmarks/PROTOCOL.md): other env versions and
     # goal definitions than this benchmark's reward-planning agents, so context only.
     "reacher": [("DINO-WM (DMC Reach, pretrained DINOv2 encoder, CEM to a goal image)", 0.92)],
     "pusht": [("DINO-WM (its own PushT goal definition)", 0.90),
@@ -220,7 +220,7 @@ def cells_report(root: Path, results: list[dict]) -> str:
         writer.writerows(rows)
     cell = json.loads(next(Path(results[0]["folder"]).glob("cell.json")).read_text())
     m = cell["machine"]
-    text = ("Protocol: shared/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
+    text = ("Protocol: benchmarks/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
             "seeds of each seed's mean evaluation return.\n\n"
             f"Machine: {m['cpu'] + ', ' if m.get('cpu') else ''}{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "

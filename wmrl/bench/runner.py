@@ -55,7 +55,7 @@ SUITES: dict[str, list[Cell]] = {
     + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
     # Atari-100k (benchmarks/PROTOCOL.md): 100k agent steps, 20 full episodes per seed.
     "atari100k": _grid({"breakout": DISCRETE_AGENTS}, 100_000, 20),
-    # Goal reaching from pixels (shared/PROTOCOL.md): 50 seeded episodes, success rate.
+    # Goal reaching from pixels (benchmarks/PROTOCOL.md): 50 seeded episodes, success rate.
     "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),
     # Crafter at its authors' 1M-step budget; the score is computed over 20 evaluation episodes.
     "crafter": _grid({"crafter": DISCRETE_AGENTS}, 1_000_000, 20),
