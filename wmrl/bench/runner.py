@@ -151,13 +151,15 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
 
 
 # The speed suite runs the repository's benchmark scripts (benchmarks/, beside the package).
-SPEED_SCRIPTS = [["bench_data.py", "--env", "breakout", "--env", "reacher"], ["bench_train.py"], ["bench_control.py"]]
+SPEED_SCRIPTS = [["bench_data.py", "--env", "breakout", "--env", "reacher"], ["bench_train.py"], ["bench_control.py"],
+                 ["bench_agent.py"]]
 
 
 def run_speed(out: str | Path, quick: bool = False) -> None:
     """Collector ÷ raw env rate, bytes/frame, sampler frames/s (bench_data); stage-1/2 frames/s and
     FLOP utilisation against the same run's matmul peak (bench_train); planner ms/action and
-    imagination ÷ real env steps/s (bench_control). Each writes its own table into `out`."""
+    imagination ÷ real env steps/s (bench_control); the online agent's ms per 8-env call and updates/s
+    (bench_agent). Each writes its own table into `out`."""
     scripts = Path(__file__).resolve().parents[2] / "benchmarks"
     if not scripts.is_dir():
         raise UserError(f"the speed suite runs the scripts in a source checkout's benchmarks/, not found at {scripts}")

@@ -26,6 +26,11 @@ class EncoderConfig:
     patch: int = 8
     tubelet: int = 2  # frames per token along time
     mlp_ratio: float = 4.0
+    # How pixels become tokens. "patch": one linear map per patch (ViT). "conv": DQN's three ReLU
+    # convolutions (8x8/4, 4x4/2, 3x3/1) over the whole stack, each cell of their 7x7 map (84x84
+    # input) a token: a black background stays exactly zero, so a one-pixel ball is a large change
+    # (Xiao et al. 2021: early convolutions help transformers). Needs tubelet = the stack size.
+    stem: Literal["patch", "conv"] = "patch"
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -161,7 +166,10 @@ class AgentModelConfig:
     to one SimNorm latent, an MLP latent dynamics, and reward, continuation and Q-ensemble heads.
     Shapes: a stack [B, K, C, H, W] -> z [B, latent]."""
 
-    queries: int = 4  # learned attention queries that read the encoder's tokens out
+    # tokens -> latent: "tokens": each token to one SimNorm group (latent = tokens x simnorm_group,
+    # `latent` unused); "flatten": all tokens through one linear map; "queries": attention queries
+    readout: Literal["tokens", "flatten", "queries"] = "tokens"
+    queries: int = 4  # readout "queries": learned attention queries that read the encoder's tokens out
     latent: int = 256  # z's width; SimNorm groups of `simnorm_group` softmaxed dims
     simnorm_group: int = 8
     hidden: int = 512  # MLP width of dynamics and heads

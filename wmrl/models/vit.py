@@ -49,6 +49,24 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), (k, v)
 
 
+class ConvStem(nn.Module):
+    """DQN's convolutions: [B, C_in, H, W] -> tokens [B, h*w, width] (84x84 -> a 7x7 grid)."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(channels, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                                   nn.Conv2d(64, 64, 3, 1), nn.ReLU())
+        self.proj = nn.Linear(64, width)
+
+    @staticmethod
+    def grid(h: int, w: int) -> tuple[int, int]:
+        size = lambda n: ((n - 8) // 4 + 1 - 4) // 2 + 1 - 2  # noqa: E731
+        return size(h), size(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x).flatten(2).transpose(1, 2))
+
+
 def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     """Fixed 3-D sin-cos positions [T*H*W, dim]: dim split over (t, h, w) as V-JEPA does."""
     t, h, w = grid
@@ -75,17 +93,27 @@ class VisionTransformer(nn.Module):
         h, w = image_size
         if frames % cfg.tubelet or h % cfg.patch or w % cfg.patch:
             raise ValueError(f"stack {frames}x{h}x{w} is not divisible by tubelet {cfg.tubelet} / patch {cfg.patch}")
-        self.grid = (frames // cfg.tubelet, h // cfg.patch, w // cfg.patch)
+        self.stem = cfg.stem
+        if cfg.stem == "conv":
+            if cfg.tubelet != frames:
+                raise ValueError(f"the conv stem sees the whole stack at once: tubelet must be {frames}, got {cfg.tubelet}")
+            self.patch_embed = ConvStem(frames * channels, width)
+            self.grid = (1, *self.patch_embed.grid(h, w))
+        else:
+            self.grid = (frames // cfg.tubelet, h // cfg.patch, w // cfg.patch)
+            self.patch_embed = nn.Conv3d(channels, width, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch))
         self.num_tokens = int(np.prod(self.grid))
         self.width = width
-        self.patch_embed = nn.Conv3d(channels, width, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch))
         self.register_buffer("pos", sincos_3d(self.grid, width), persistent=False)
         self.blocks = nn.ModuleList(Block(width, heads, cfg.mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embedding plus positions: [B, K, C, H, W] uint8 -> [B, N, D]."""
-        x = x.float().div_(255).permute(0, 2, 1, 3, 4)  # [B, C, K, H, W]
+        x = x.float().div_(255)
+        if self.stem == "conv":
+            return self.patch_embed(x.flatten(1, 2)) + self.pos  # [B, K*C, H, W] -> [B, N, D]
+        x = x.permute(0, 2, 1, 3, 4)  # [B, C, K, H, W]
         return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # [B, N, D]
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
