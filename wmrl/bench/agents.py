@@ -115,30 +115,12 @@ def sb3_curve(folder: Path) -> list[tuple[int, float]]:
 
 
 def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
-             device: str = "cpu"):
-    """The model-based loop in `folder`; returns the run (resumed if the folder holds one)."""
+             device: str = "cpu", loop: str = "rounds"):
+    """`wmrl run` in `folder` with the config's `loop` set to `loop` (one config serves both wmrl
+    agents: learner/search for the online one, stage2/plan for the MPC one); resumed if the folder
+    holds a run. Returns the finished run."""
     from wmrl.config import load_experiment
-    from wmrl.mbrl import ModelBasedRun
-
-    if (folder / "run.json").is_file():
-        run = ModelBasedRun.resume(folder, budget=budget, device=device, progress=progress)
-    else:
-        cfg = load_experiment(config)
-        if cfg.env != card.name:
-            raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
-        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = "rounds", budget, seed, 0  # the runner evaluates
-        run = ModelBasedRun(cfg, folder, device=device, progress=progress)
-    run.run()
-    return run
-
-
-def online_agent(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
-                 device: str = "cpu"):
-    """The online agent's `wmrl run` in `folder` (resumed if there); returns (agent, learning curve)."""
-    from wmrl.config import load_experiment
-    from wmrl.control.search import SearchAgent
     from wmrl.online import new_run, resume_run
-    from wmrl.train.logger import MetricsLog
 
     if (folder / "run.json").is_file():
         run = resume_run(folder, budget=budget, device=device, progress=progress)
@@ -146,10 +128,19 @@ def online_agent(card: EnvCard, config: str, budget: int, seed: int, folder: Pat
         cfg = load_experiment(config)
         if cfg.env != card.name:
             raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
-        # One config serves both wmrl agents: its learner/search sections here, stage2/plan for wmrl-mpc.
-        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = "online", budget, seed, 0  # the runner evaluates
+        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = loop, budget, seed, 0  # the runner evaluates
         run = new_run(cfg, folder, device=device, progress=progress)
     run.run()
+    return run
+
+
+def online_agent(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
+                 device: str = "cpu"):
+    """The online agent's `wmrl run` in `folder` (resumed if there); returns (agent, learning curve)."""
+    from wmrl.control.search import SearchAgent
+    from wmrl.train.logger import MetricsLog
+
+    wmrl_run(card, config, budget, seed, folder, progress, device, loop="online")
     curve = [(row["step"], row["episode_return"]) for row in MetricsLog(folder).rows() if "episode_return" in row]
     return SearchAgent.load(folder / "agent.pt"), curve
 
