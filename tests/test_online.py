@@ -186,3 +186,28 @@ def test_eval_agent_diagnoses_a_run(tmp_path):
     assert diag["episodes"] == 2 and diag["steps"] == 20 and len(diag["action_histogram"]) == 2
     assert -1 <= diag["spearman_maxq_return"] <= 1 and diag["model_error_l1"] >= 0
     assert run_cli("eval", "--agent", tmp_path / "nothing").returncode == 2
+
+
+def test_conv_stem_tokens_and_jepa_pretraining_shapes():
+    from wmrl.models.config import JEPAConfig, MaskConfig, PredictorConfig
+    from wmrl.models.jepa import JEPA
+    from wmrl.models.masks import sample_masks
+    from wmrl.models.vit import VisionTransformer
+
+    enc = EncoderConfig(size="micro", width=32, depth=1, heads=2, stem="conv", tubelet=4, patch=12)
+    vit = VisionTransformer(enc, 4, 1, (84, 84))
+    obs = torch.randint(0, 255, (3, 4, 1, 84, 84), dtype=torch.uint8)
+    assert vit.grid == (1, 7, 7) and vit(obs).shape == (3, 49, 32)
+    # One lit pixel in a black frame changes the tokens whose receptive field (36 px) covers it, no others.
+    black = torch.zeros(1, 4, 1, 84, 84, dtype=torch.uint8)
+    lit = black.clone()
+    lit[0, :, 0, 42, 42] = 80
+    change = (vit.tokens(lit) - vit.tokens(black)).abs().sum(-1)[0].view(7, 7)
+    assert change[3, 3] > 0 and change[0, 0] == change[6, 6] == change[0, 6] == change[6, 0] == 0
+    with pytest.raises(ValueError, match="tubelet"):
+        VisionTransformer(EncoderConfig(stem="conv", tubelet=2), 4, 1, (84, 84))
+    jepa = JEPA(JEPAConfig(encoder=enc, predictor=PredictorConfig(width=32, depth=1, heads=2)), (4, 1, 84, 84))
+    masks = sample_masks(MaskConfig(), jepa.grid, 3, np.random.default_rng(0))
+    assert torch.isfinite(jepa.loss(obs, masks))
+    model = AgentWorldModel(enc, AgentModelConfig(hidden=64), (4, 1, 84, 84), 4)
+    assert model.encode(obs).shape == (3, 49 * 8) and torch.allclose(model.encode(obs).view(3, 49, 8).sum(-1), torch.ones(3, 49))
