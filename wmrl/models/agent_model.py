@@ -102,6 +102,11 @@ class AgentWorldModel(nn.Module):
         self.next_head = nn.Linear(cfg.hidden, latent)
         self.reward_head = nn.Linear(cfg.hidden, cfg.reward_bins)
         self.cont_head = nn.Linear(cfg.hidden, 1)
+        # Breakout's states differ in a few pixels, so latents differ across states by ~1e-4 per
+        # dimension around a large common part, and the heads' LayerNorms keep that ratio: Q came out
+        # the same for every state (to 1e-7) after 1,500 updates. Standardising each dimension over the
+        # batch (running statistics when acting) hands the heads the differences between states.
+        self.z_norm = nn.BatchNorm1d(latent, affine=False, eps=1e-8, momentum=0.01)
         self.q_heads = nn.ModuleList(mlp(latent, cfg.hidden, num_actions) for _ in range(cfg.q_heads))
         self.two_hot = TwoHot(cfg.reward_bins, cfg.bin_range)
         for head in [self.reward_head, *(q[-1] for q in self.q_heads)]:
@@ -117,12 +122,17 @@ class AgentWorldModel(nn.Module):
 
     def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z [B, D], action [B] long -> next z [B, D], reward logits [B, bins], continuation logit [B]."""
-        h = self.dynamics(torch.cat([z, F.one_hot(action, self.num_actions).to(z.dtype)], -1))
+        h = self.dynamics(torch.cat([self.standardise(z), F.one_hot(action, self.num_actions).to(z.dtype)], -1))
         return simnorm(self.next_head(h), self.cfg.simnorm_group), self.reward_head(h), self.cont_head(h).squeeze(-1)
 
     def q(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, D] -> Q [E, B, A] of every ensemble member."""
+        z = self.standardise(z)
         return torch.stack([head(z) for head in self.q_heads])
+
+    def standardise(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., D] with each dimension standardised (batch statistics in training, running ones when acting)."""
+        return self.z_norm(z.reshape(-1, z.shape[-1])).view_as(z)
 
     def reward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.two_hot.decode(logits)
