@@ -206,5 +206,5 @@ def test_suite_cells_for_a_card_the_suite_does_not_list():
     cells = runner.suite_cells("atari100k", ["crafter", "breakout"])  # crafter: the template's cells
     assert [(c.env, c.agent) for c in cells] == [("crafter", a) for a in runner.DISCRETE_AGENTS] + [
         ("breakout", a) for a in runner.DISCRETE_AGENTS]
-    assert {(c.budget, c.eval_episodes, c.config) for c in cells} == {(100_000, 10, "")}
+    assert {(c.budget, c.eval_episodes, c.config) for c in cells} == {(100_000, 20, "")}
     assert runner.suite_cells("robots", ["reacher"]) == [c for c in runner.SUITES["robots"] if c.env == "reacher"]

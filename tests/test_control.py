@@ -311,7 +311,7 @@ def test_plan_with_goal_images_on_reacher(world_model_run, tmp_path):
     from wmrl.train.stage2 import Stage2Trainer
 
     data = ReplayDataset(collect_random("reacher", tmp_path / "re", 150))
-    Stage1Trainer(tiny_config(steps=2), data, tmp_path / "enc", progress=False).train()
+    Stage1Trainer(tiny_config(steps=2, patch=8), data, tmp_path / "enc", progress=False).train()
     Stage2Trainer(tiny_stage2(2), load_checkpoint(tmp_path / "enc"), data, tmp_path / "wm", clip_len=6,
                   val_fraction=0.5, progress=False).train()
     r = run_cli("plan", "--config", "reacher", "--checkpoint", tmp_path / "wm", "--goal", "from-dataset", "--episodes", 2,

@@ -67,7 +67,7 @@ def test_check_env_passes(name):
 def test_stack_to_channels_for_sb3():
     env = StackToChannels(make_env(load_card("breakout")))
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (4, 64, 64) == env.observation_space.shape
+    assert obs.shape == (4, 84, 84) == env.observation_space.shape
     env.close()
 
 
@@ -75,7 +75,7 @@ def test_breakout_records_ram_and_preprocessing():
     card = load_card("breakout")
     env = make_env(card)
     obs, info = env.reset(seed=0)
-    assert obs.shape == (4, 1, 64, 64)
+    assert obs.shape == (4, 1, 84, 84)
     assert info["state"].shape == (128 + 4,)  # RAM, paddle x, ball x, ball y, lives
     ram = env.unwrapped.ale.getRAM()
     np.testing.assert_array_equal(info["state"][:128], ram)

@@ -16,7 +16,7 @@ from wmrl.train.checkpoint import load_checkpoint
 
 TINY_RUN = TINY_YAML.replace("STEPS", "4") + """
 stage2:
-  model: {width: 32, depth: 1, heads: 2, max_steps: 8}
+  model: {pool: [1, 1, 1], width: 32, depth: 1, heads: 2, max_steps: 8}
   rollout_steps: 2
   optim: {steps: 4, batch_size: 8, lr: 0.002, warmup_steps: 2}
   eval_every: 2
@@ -24,7 +24,7 @@ stage2:
   val_batches: 1
 data: {clip_len: 6, val_fraction: 0.5}
 plan: {horizon: 3, population: 8, elites: 2, iterations: 1, explore: 0.1}
-run: {budget: 420, seed_steps: 300, round_steps: 60, stage1_steps: 4, stage1_round_steps: 2, stage2_steps: 4,
+run: {loop: rounds, budget: 420, seed_steps: 300, round_steps: 60, stage1_steps: 4, stage1_round_steps: 2, stage2_steps: 4,
       stage2_round_steps: 2, eval_episodes: 1, eval_max_steps: 15}
 """
 

@@ -25,11 +25,11 @@ def ppo_zip(tmp_path_factory):
 
 def test_sb3_zip_is_recognised_and_acts(ppo_zip):
     assert sb3_algorithm(ppo_zip) == "ppo"
-    policy = SB3Policy(ppo_zip, (4, 1, 64, 64))
-    actions = policy(np.zeros((3, 4, 1, 64, 64), np.uint8))
+    policy = SB3Policy(ppo_zip, (4, 1, 84, 84))
+    actions = policy(np.zeros((3, 4, 1, 84, 84), np.uint8))
     assert actions.shape == (3,) and set(actions) <= {0, 1, 2, 3}
     with pytest.raises(UserError, match="expects observations"):
-        SB3Policy(ppo_zip, (4, 3, 64, 64))
+        SB3Policy(ppo_zip, (4, 3, 84, 84))
 
 
 def test_collect_with_sb3_policy(ppo_zip, tmp_path):

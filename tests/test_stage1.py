@@ -26,7 +26,7 @@ TINY_YAML = """
 env: breakout
 data: {val_fraction: 0.5}
 stage1:
-  model: {encoder: {size: micro, width: 32, depth: 1, heads: 2}, predictor: {width: 32, depth: 1, heads: 2}}
+  model: {encoder: {size: micro, width: 32, depth: 1, heads: 2, patch: 12}, predictor: {width: 32, depth: 1, heads: 2}}
   mask: {strategy: multiblock, short_blocks: 3, short_scale: 0.15, long_blocks: 1, long_scale: 0.4}
   optim: {steps: STEPS, batch_size: 8, lr: 0.002, warmup_steps: 5}
   eval_every: 5
@@ -34,8 +34,9 @@ stage1:
 """
 
 
-def tiny_config(steps=40) -> Stage1Config:
-    return Stage1Config(model=JEPAConfig(EncoderConfig(width=32, depth=1, heads=2), PredictorConfig(32, 1, 2)),
+def tiny_config(steps=40, patch=12) -> Stage1Config:
+    """Patch 12 divides Breakout's 84x84 frames; pass 8 for the 64x64 cards."""
+    return Stage1Config(model=JEPAConfig(EncoderConfig(width=32, depth=1, heads=2, patch=patch), PredictorConfig(32, 1, 2)),
                         mask=MaskConfig(short_blocks=3, long_blocks=1, long_scale=0.4),
                         optim=OptimConfig(steps=steps, batch_size=8, lr=0.002, warmup_steps=5), eval_every=10,
                         checkpoint_every=10, val_batches=1)

@@ -23,7 +23,7 @@ from test_stage1 import TINY_YAML, tiny_config
 
 TINY_STAGE2 = """
 stage2:
-  model: {width: 32, depth: 1, heads: 2, max_steps: 8}
+  model: {pool: [1, 1, 1], width: 32, depth: 1, heads: 2, max_steps: 8}
   rollout_steps: 2
   optim: {steps: STEPS2, batch_size: 8, lr: 0.002, warmup_steps: 2}
   eval_every: 5
@@ -172,7 +172,7 @@ def test_life_loss_ends_continuation(encoder_run):
 
 
 def tiny_stage2(steps: int) -> Stage2Config:
-    return Stage2Config(model=WorldModelConfig(width=32, depth=1, heads=2, max_steps=8), rollout_steps=2,
+    return Stage2Config(model=WorldModelConfig(pool=(1, 1, 1), width=32, depth=1, heads=2, max_steps=8), rollout_steps=2,
                         optim=OptimConfig(steps=steps, batch_size=8, lr=0.003, warmup_steps=2), eval_every=10,
                         checkpoint_every=10, val_batches=1)
 
