@@ -228,7 +228,7 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     video, frames = cv2.VideoCapture(str(tmp_path / "imagined.mp4")), []
     while (frame := video.read()[1]) is not None:
         frames.append(frame)
-    assert len(frames) == 4 * 3 and frames[0].shape == (64 * 4, 2 * 64 * 4, 3)  # 4 clips of horizon + 1
+    assert len(frames) == 4 * 3 and frames[0].shape == (84 * 4, 2 * 84 * 4, 3)  # 4 clips of horizon + 1
     r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 50)
     assert r.returncode == 2 and "--horizon" in r.stderr
 
