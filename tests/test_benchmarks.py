@@ -38,3 +38,13 @@ def test_bench_control_quick(tmp_path):
     assert [p["method"] for p in result["planner"]] == ["cem", "mppi"]
     assert result["imagination"]["imagined_steps_per_s"] > 0 and result["imagination"]["ratio"] > 0
     assert "ms/action" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_bench_agent_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_agent.py"), "--quick", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert result["num_envs"] == 8 and result["sequences"] == 16 and result["ms_per_call_mean"] > 0
+    assert result["updates_per_s"] > 0 and result["hours_per_budget"] > 0
+    assert "ms per call" in next(tmp_path.glob("*.md")).read_text()
