@@ -82,6 +82,10 @@ class Learner:
             zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
+        scale = 1.0
+        if cfg.consistency_norm:  # each dimension's spread over the batch's target latents, floored
+            std = zbar[valid[:, 1:] > 0].std(0)  # [D]
+            scale = std + 0.1 * std.mean()
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
         losses = {"consistency": 0.0, "reward": 0.0, "cont": 0.0, "q": 0.0}
         total_weight = 0.0
@@ -93,7 +97,7 @@ class Learner:
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
             z, reward_logits, cont_logit = model.step(z, action[:, k])
             step_mask = live[:, k]
-            mse = (z - zbar[:, k]).pow(2).mean(-1)
+            mse = ((z - zbar[:, k]) / scale).pow(2).mean(-1)
             losses["consistency"] = losses["consistency"] + w * _masked_mean(mse, valid[:, k + 1])
             ce = -(model.two_hot.encode(reward[:, k]) * F.log_softmax(reward_logits, -1)).sum(-1)
             losses["reward"] = losses["reward"] + w * _masked_mean(ce, step_mask)
