@@ -104,9 +104,14 @@ class AgentWorldModel(nn.Module):
         self.cont_head = nn.Linear(cfg.hidden, 1)
         # Breakout's states differ in a few pixels, so latents differ across states by ~1e-4 per
         # dimension around a large common part, and the heads' LayerNorms keep that ratio: Q came out
-        # the same for every state (to 1e-7) after 1,500 updates. Standardising each dimension over the
-        # batch (running statistics when acting) hands the heads the differences between states.
-        self.z_norm = nn.BatchNorm1d(latent, affine=False, eps=1e-8, momentum=0.01)
+        # the same for every state (to 1e-7) after 1,500 updates. Standardising each dimension hands
+        # the heads the differences between states. The statistics are those of real (encoded)
+        # latents only, updated by the learner (`observe_latents`) and used alike in training and
+        # acting: a BatchNorm's running statistics, fed predicted and target latents too, ended 215
+        # batch stds off the real latents' mean, and the acting agent saw one state everywhere.
+        self.register_buffer("z_mean", torch.zeros(latent))
+        self.register_buffer("z_var", torch.ones(latent))
+        self.register_buffer("z_seen", torch.zeros(()))
         self.q_heads = nn.ModuleList(mlp(latent, cfg.hidden, num_actions) for _ in range(cfg.q_heads))
         self.two_hot = TwoHot(cfg.reward_bins, cfg.bin_range)
         for head in [self.reward_head, *(q[-1] for q in self.q_heads)]:
@@ -131,8 +136,17 @@ class AgentWorldModel(nn.Module):
         return torch.stack([head(z) for head in self.q_heads])
 
     def standardise(self, z: torch.Tensor) -> torch.Tensor:
-        """z [..., D] with each dimension standardised (batch statistics in training, running ones when acting)."""
-        return self.z_norm(z.reshape(-1, z.shape[-1])).view_as(z)
+        """z [..., D] with each dimension standardised by the running statistics of real latents."""
+        # floored at a thousandth of the mean variance: dimensions that never moved stay near zero
+        return (z - self.z_mean) * torch.rsqrt(self.z_var + 1e-3 * self.z_var.mean() + 1e-12)
+
+    @torch.no_grad()
+    def observe_latents(self, z: torch.Tensor, momentum: float = 0.01) -> None:
+        """Move the running mean / variance toward those of real latents z [B, D] (the first batch sets them)."""
+        rate = 1.0 if self.z_seen == 0 else momentum
+        self.z_mean.lerp_(z.mean(0), rate)
+        self.z_var.lerp_(z.var(0, unbiased=False), rate)
+        self.z_seen += 1
 
     def reward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.two_hot.decode(logits)

@@ -80,13 +80,15 @@ class Learner:
         with torch.no_grad():
             later = random_shift(obs[:, 1:].flatten(0, 1), cfg.shift, self.generator)
             zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
-            targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         scale = 1.0
         if cfg.consistency_norm:  # each dimension's spread over the batch's target latents, floored
             std = zbar[valid[:, 1:] > 0].std(0)  # [D]
             scale = std + 0.1 * std.mean()
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        model.observe_latents(z.detach())  # the standardisation every head input goes through
+        with torch.no_grad():
+            targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
         losses = {"consistency": 0.0, "reward": 0.0, "cont": 0.0, "q": 0.0}
         total_weight = 0.0
         for k in range(K):
@@ -114,6 +116,8 @@ class Learner:
         with torch.no_grad():
             for p, t in zip(model.parameters(), self.target.parameters()):
                 t.lerp_(p, cfg.tau)
+            for name in ("z_mean", "z_var", "z_seen"):  # the target standardises as the online model does
+                getattr(self.target, name).copy_(getattr(model, name))
         self.updates += 1
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
