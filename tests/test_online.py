@@ -101,24 +101,44 @@ def test_search_sees_what_greedy_q_misses():
     assert scores.shape == (1, 4) and scores[0].max() == pytest.approx(1 + 0.99 * 1.0, abs=1e-4)
 
 
-def test_learner_reduces_its_losses_on_a_fixed_replay():
-    memory = TransitionMemory(400, (1, 12, 12), frame_stack=2, seed=0)
+def toy_memory(steps: int = 300) -> TransitionMemory:
+    memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0)
     env = toy_env.SideEnv()
     obs, _ = env.reset(seed=0)
     i, rng = memory.start(obs.transpose(2, 0, 1)), np.random.default_rng(0)
-    for _ in range(300):
+    for _ in range(steps):
         action = int(rng.integers(2))
         obs, reward, term, trunc, _ = env.step(action)
         i = memory.add(i, action, reward, term, term or trunc, obs.transpose(2, 0, 1))
         if term or trunc:
             obs, _ = env.reset()
             i = memory.start(obs.transpose(2, 0, 1))
+    return memory
+
+
+def test_learner_reduces_its_losses_on_a_fixed_replay():
+    memory = toy_memory()
     learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0))
     fixed = memory.sample(32, learner.cfg.sequence_length)
     first = learner.update(fixed)
     for _ in range(60):
         last = learner.update(fixed)
     assert last["reward"] < 0.5 * first["reward"] and last["q"] < first["q"] + 1e-3 and last["loss"] < 0.5 * first["loss"]
+
+
+def test_acting_standardises_latents_as_training_does():
+    """The heads' input statistics come from real latents only: after updates (which also unroll
+    predicted latents and encode targets), real latents sit near the running mean in acting mode.
+    A BatchNorm fed all three once sat 215 batch stds away, and the agent saw one state everywhere."""
+    memory = toy_memory()
+    learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=3, n_step=1, shift=0))
+    for _ in range(40):
+        learner.update(memory.sample(32, learner.cfg.sequence_length))
+    model = learner.model.eval()
+    with torch.no_grad():
+        z = model.encode(torch.as_tensor(memory.sample(128, 1).obs[:, 0]))
+        standardised = model.standardise(z)
+    assert standardised.mean(0).abs().median() < 3.0 and 0.2 < standardised.std(0).median() < 5.0
 
 
 def test_search_agent_save_load_gives_identical_actions(tmp_path):
