@@ -262,6 +262,8 @@ def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
     cfg = from_dict(ExperimentConfig, json.loads((folder / "run.json").read_text())["config"], source=str(folder / "run.json"))
     card = load_card(args.env or cfg.env)
     agent = SearchAgent.load(folder / "agent.pt")
+    if args.depth is not None:  # e.g. 1: greedy Q, the search's ablation
+        agent = SearchAgent(agent.model, args.depth, agent.gamma)
     env = make_env(card)
     try:
         if tuple(env.observation_space.shape) != agent.model.stack_shape:
@@ -611,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", help="env card name or Gymnasium id (default: the config's)")
     p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint, or an online "
                    "`wmrl run` folder (its search agent plays)")
+    p.add_argument("--depth", type=int, help="online agent: search depth instead of the run's (1: greedy Q)")
     p.add_argument("--config", help="experiment config whose plan section sets the planner (default: built-in)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i")
@@ -627,8 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("imagine", help="train an SB3 algorithm inside a world model, evaluate it in the real env")
-    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint, or an online "
-                   "`wmrl run` folder (its search agent plays)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
     p.add_argument("--data", type=Path, help="dataset whose frames start imagined episodes (default: the model's)")
     p.add_argument("--algo", choices=["ppo", "a2c", "dqn", "sac", "td3"], default="ppo")
     p.add_argument("--steps", type=int, default=200_000, help="imagined env steps to learn from")
