@@ -28,7 +28,7 @@ stage1:
   optim: {{steps: 5, batch_size: 8, warmup_steps: 1}}
   eval_every: 5
   checkpoint_every: 5
-learner: {{batch_size: 16, lr: 0.001, unroll: 2, n_step: 1, shift: 0, model: {{latent: 32, hidden: 64, queries: 1}}}}
+learner: {{batch_size: 16, lr: 0.001, unroll: 2, n_step: 1, shift: 0, model: {{hidden: 64}}}}
 search: {{depth: 1, explore_steps: 300}}
 run: {{budget: {budget}, seed_steps: 200, stage1_steps: {stage1}, num_envs: 4, replay_ratio: 0.5, checkpoint_every: 200,
       eval_episodes: {eval_episodes}}}
@@ -46,7 +46,7 @@ def toy_config(tmp_path: Path, budget: int = 1200, stage1: int = 0, eval_episode
 def tiny_model(num_actions: int = 2, stack=(2, 1, 12, 12)) -> AgentWorldModel:
     torch.manual_seed(0)
     return AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
-                           AgentModelConfig(latent=32, hidden=64, queries=1), stack, num_actions)
+                           AgentModelConfig(hidden=64), stack, num_actions)
 
 
 def test_memory_sequences_stop_at_lost_lives_and_pad_stacks_with_the_first_frame():

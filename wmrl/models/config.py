@@ -163,21 +163,16 @@ class TokenModelConfig:
 class AgentModelConfig:
     """The agent's world model (the online learner behind `wmrl run`) past its encoder, whose
     architecture is stage 1's (`stage1.model.encoder`, so pretrained weights fit): a learned readout
-    to one SimNorm latent, an MLP latent dynamics, and reward, continuation and Q-ensemble heads.
-    Shapes: a stack [B, K, C, H, W] -> z [B, latent]."""
+    to a SimNorm latent (one group per token), an MLP latent dynamics, and reward, continuation and
+    Q-ensemble heads.
+    Shapes: a stack [B, K, C, H, W] -> z [B, tokens * simnorm_group]."""
 
-    # tokens -> latent: "tokens": each token to one SimNorm group (latent = tokens x simnorm_group,
-    # `latent` unused); "flatten": all tokens through one linear map; "queries": attention queries
-    readout: Literal["tokens", "flatten", "queries"] = "tokens"
-    queries: int = 4  # readout "queries": learned attention queries that read the encoder's tokens out
-    latent: int = 256  # z's width; SimNorm groups of `simnorm_group` softmaxed dims
-    simnorm_group: int = 8
+    simnorm_group: int = 8  # each token's logits, softmaxed together: z has tokens x simnorm_group dims
     hidden: int = 512  # MLP width of dynamics and heads
     q_heads: int = 2  # Q-ensemble size
     reward_bins: int = 41  # two-hot bins over symlog(reward) in [-bin_range, bin_range]
     bin_range: float = 3.0
 
     def __post_init__(self):
-        if self.latent % self.simnorm_group or self.queries < 1 or self.q_heads < 1:
-            raise ValueError(f"agent model: latent {self.latent} must be divisible by simnorm_group "
-                             f"{self.simnorm_group}; queries and q_heads >= 1")
+        if self.simnorm_group < 2 or self.q_heads < 1:
+            raise ValueError("agent model: simnorm_group must be >= 2 and q_heads >= 1")
