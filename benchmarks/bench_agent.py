@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return "✓" if ok else "✗"
 
     text = "\n".join([
-        f"# Online agent speed: {card.name} (encoder {model.encoder.num_tokens} tokens, latent {cfg.learner.model.latent}, "
+        f"# Online agent speed: {card.name} (encoder {model.encoder.num_tokens} tokens, latent {model.latent_dim}, "
         "random weights)", "",
         f"{machine['cores']} cores, {args.threads} torch threads, torch {machine['torch']}, load {machine['load_avg']}", "",
         "| acting | ms per call (mean) | median | ms per env-step | 1 env: ms per call |", "|---|---|---|---|---|",
