@@ -128,9 +128,9 @@ class Learner:
         the step exists, and the window ends in a terminal or at an observation of the same life."""
         cfg = self.cfg
         K, n = cfg.unroll, cfg.n_step
-        q_online = self.model.q(zbar).mean(0)  # [B, L-1, A]: double Q picks with the online heads ...
-        best = q_online.argmax(-1, keepdim=True)
-        q_target = self.target.q(zbar).mean(0).gather(-1, best)[..., 0]  # [B, L-1]: ... and evaluates with the target's
+        boot = zbar[:, n - 1:]  # [B, K, D]: the bootstrap latents o_n .. o_{K+n-1}, the only ones used
+        best = self.model.q(boot).mean(0).argmax(-1, keepdim=True)  # double Q picks with the online heads ...
+        q_target = self.target.q(boot).mean(0).gather(-1, best)[..., 0]  # [B, K]: ... and evaluates with the target's
         y, mask = [], []
         for k in range(K):
             ret, disc = torch.zeros_like(reward[:, 0]), torch.ones_like(reward[:, 0])
@@ -139,7 +139,7 @@ class Learner:
                 disc = disc * cfg.gamma * alive[:, k + i]
             ended = disc == 0  # a terminal inside the window: no bootstrap needed
             reached = valid[:, k + n] > 0  # else the bootstrap observation must be in the same life
-            y.append(ret + disc * q_target[:, k + n - 1] * reached)
+            y.append(ret + disc * q_target[:, k] * reached)
             mask.append(live[:, k] * (ended | reached).float())
         return torch.stack(y, 1), torch.stack(mask, 1)
 
