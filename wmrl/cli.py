@@ -222,10 +222,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     finally:
         env.close()
     summary = stats.summary(card)
-    capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
-    print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
-          f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "
-          f"{summary['ms_per_action_mean']:.1f} ms per action ({plan.method}, {plan.population} candidates x "
+    print(episodes_line(card.name, stats, summary, args.max_steps) + f" ({plan.method}, {plan.population} candidates x "
           f"horizon {plan.horizon} x {plan.iterations} iterations)")
     for name, result in (("planner", summary), ("random policy", baseline)):
         if result is not None and "success_rate" in result:
@@ -247,6 +244,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.save_agent:
         agent.save(args.save_agent)
         print(f"agent -> {args.save_agent}")
+
+
+def episodes_line(name: str, stats, summary: dict, max_steps: int | None) -> str:
+    """'<env>: return mean ± std over N episodes (lengths ...); ms per action' for `wmrl plan`."""
+    capped = f", {summary['capped']} stopped at --max-steps {max_steps}" if summary["capped"] else ""
+    return (f"{name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
+            f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); "
+            f"{summary['ms_per_action_mean']:.1f} ms per action")
 
 
 def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
@@ -274,10 +279,8 @@ def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
     finally:
         env.close()
     summary = stats.summary(card)
-    capped = f", {summary['capped']} stopped at --max-steps {args.max_steps}" if summary["capped"] else ""
-    print(f"{card.name}: return {summary['return_mean']:.2f} ± {summary['return_std']:.2f} over {summary['episodes']} "
-          f"episodes (lengths {min(stats.lengths)}-{max(stats.lengths)}{capped}); {summary['ms_per_action_mean']:.1f} ms "
-          f"per action (search over all {agent.model.num_actions}^{agent.depth} action sequences, Q at the leaves)")
+    print(episodes_line(card.name, stats, summary, args.max_steps)
+          + f" (search over all {agent.model.num_actions}^{agent.depth} action sequences, Q at the leaves)")
     if args.video:
         write_video(frames, args.video)
         print(f"video: first episode, {len(frames)} frames -> {args.video}")

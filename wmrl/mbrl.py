@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from wmrl.config import ExperimentConfig, from_dict, to_dict
 from wmrl.control.agent import MPCAgent
 from wmrl.data.collect import collect, open_writer
 from wmrl.data.replay import ReplayDataset
+from wmrl.data.store import write_json_atomic
 from wmrl.envs import load_card, make_env, make_vector_env
 from wmrl.errors import UserError
 from wmrl.eval.episodes import run_episodes
@@ -48,12 +48,6 @@ def round_targets(budget: int, seed_steps: int, round_steps: int) -> list[int]:
     while targets[-1] < budget:
         targets.append(min(targets[-1] + round_steps, budget))
     return targets
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)  # atomic: a killed run never leaves half a record
 
 
 class ModelBasedRun:
@@ -111,7 +105,7 @@ class ModelBasedRun:
         if held > start:  # a killed process collected part of this round: its episodes are not counted here
             row["resumed"] = True
         self.record["collected"] = {"round": index, **row}
-        _write_json(self.record_path, self.record)
+        write_json_atomic(self.record_path, self.record)
         return row
 
     def train_round(self, index: int) -> dict:
@@ -172,11 +166,11 @@ class ModelBasedRun:
             row.update(self.train_round(index))
             row["seconds"] = time.perf_counter() - start
             self.record["rounds"].append(row)
-            _write_json(self.record_path, self.record)
+            write_json_atomic(self.record_path, self.record)
             self.report(row)
         if r.eval_episodes and self.record["eval"] is None:
             self.record["eval"] = self.evaluate()
-            _write_json(self.record_path, self.record)
+            write_json_atomic(self.record_path, self.record)
         return self.record
 
     def report(self, row: dict) -> None:

@@ -22,7 +22,6 @@ SIGKILL are collected again (Ctrl-C / SIGTERM store them truncated first).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from wmrl.control.search import SearchAgent
 from wmrl.data.collect import EpisodeBuffer, open_writer
 from wmrl.data.memory import TransitionMemory
 from wmrl.data.replay import ReplayDataset, state_spans
-from wmrl.data.store import read_episode
+from wmrl.data.store import is_dataset, read_episode, read_metadata, write_json_atomic
 from wmrl.envs import load_card, make_env, make_vector_env
 from wmrl.errors import UserError
 from wmrl.eval.episodes import run_episodes
@@ -46,12 +45,6 @@ from wmrl.train.logger import MetricsLog
 from wmrl.train.stage1 import Stage1Trainer
 
 LOG_EVERY = 100  # updates per averaged loss row
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 class OnlineRun:
@@ -80,8 +73,8 @@ class OnlineRun:
         capacity = r.budget + r.budget // 20 + 4 * r.num_envs + 1000
         memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=r.seed)
         data = self.out / "data"
-        meta = json.loads((data / "data" / "metadata.json").read_text()) if (data / "data" / "metadata.json").is_file() else None
-        if meta is not None:
+        if is_dataset(data):
+            meta = read_metadata(data)
             lives = state_spans([tuple(x) for x in meta["wmrl"].get("state_layout", [])]).get("lives")
             for i in range(meta["total_episodes"]):
                 episode = read_episode(data, i, frame_shape)
@@ -110,13 +103,13 @@ class OnlineRun:
         save_checkpoint(self.out / "learner.pt", {"learner": learner.state_dict(), "steps": steps, "episodes": episodes,
                                                    "memory_rng": self.memory.rng.bit_generator.state})
         self.record.update(steps=steps, updates=learner.updates)
-        _write_json(self.record_path, self.record)
+        write_json_atomic(self.record_path, self.record)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         cfg, r = self.cfg, self.cfg.run
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.record_path, self.record)
+        write_json_atomic(self.record_path, self.record)
         venv = make_vector_env(self.card, r.num_envs, asynchronous=False)
         try:
             self._learn(venv)
@@ -124,7 +117,7 @@ class OnlineRun:
             venv.close()
         if r.eval_episodes and self.record["eval"] is None:
             self.record["eval"] = self.evaluate()
-            _write_json(self.record_path, self.record)
+            write_json_atomic(self.record_path, self.record)
         return self.record
 
     def _learn(self, venv) -> None:
@@ -157,19 +150,22 @@ class OnlineRun:
         last = [self.memory.start(obs[i, -1]) for i in range(r.num_envs)]
         lives = np.asarray(info.get("lives", np.zeros(r.num_envs)))
         returns, episodes, losses = [], 0, []
+
+        def store_running() -> None:
+            """Write every env's unfinished episode, truncated; each goes on as a new one from `obs`."""
+            for i, buf in enumerate(buffers):
+                if buf.actions:
+                    buf.truncations[-1] = True
+                    writer.write(buf.to_episode())
+                    buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
+
         next_checkpoint = (steps // r.checkpoint_every + 1) * r.checkpoint_every
         start = time.perf_counter()
         try:
             while steps < r.budget:
                 if learner is None and steps >= r.seed_steps:  # the seed phase is over: start learning
                     if r.stage1_steps > 0:
-                        # Stage 1 reads the dataset: store the running episodes (truncated here; each
-                        # continues as a new stored episode), so every seed step is there to learn from.
-                        for i, buf in enumerate(buffers):
-                            if buf.actions:
-                                buf.truncations[-1] = True
-                                writer.write(buf.to_episode())
-                                buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
+                        store_running()  # stage 1 reads the dataset: every seed step is there to learn from
                         self._pretrain(model)
                     learner = Learner(model, cfg.learner, self.device, seed=r.seed)
                     agent = SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
@@ -197,8 +193,9 @@ class OnlineRun:
                         last[i] = self.memory.start(obs[i, -1])
                     else:
                         frame = obs[i, -1].copy()
+                        lost = bool(new_lives[i] < lives[i])  # terminal for learning; the episode goes on
                         buffers[i].add(actions[i], rewards[i], False, False, frame, None if state is None else state[i])
-                        last[i] = self.memory.add(last[i], actions[i], rewards[i], bool(new_lives[i] < lives[i]), bool(new_lives[i] < lives[i]), frame)
+                        last[i] = self.memory.add(last[i], actions[i], rewards[i], lost, lost, frame)
                 lives = new_lives
                 steps += r.num_envs
                 if learner is not None:
@@ -215,10 +212,7 @@ class OnlineRun:
                     if learner is not None:
                         self._save(learner, writer.meta["total_steps"], episodes)
         finally:
-            for buf in buffers:  # budget spent or interrupted: keep the unfinished episodes
-                if buf.actions:
-                    buf.truncations[-1] = True
-                    writer.write(buf.to_episode())
+            store_running()  # budget spent or interrupted: keep the unfinished episodes
             if learner is not None:
                 self._save(learner, writer.meta["total_steps"], episodes)
                 SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, cfg.search.explore_end).save(self.out / "agent.pt")

@@ -58,7 +58,8 @@ def read_metadata(root: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON to `path` through a temporary file and a rename: a kill leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
@@ -220,7 +221,7 @@ class DatasetWriter:
 
     def _flush_metadata(self) -> None:
         self.meta["dataset_size"] = round(self._bytes / 1e6, 1)
-        _write_json_atomic(data_dir(self.root) / "metadata.json", self.meta)
+        write_json_atomic(data_dir(self.root) / "metadata.json", self.meta)
 
 
 def check_new_dataset_path(root: str | Path) -> None:
