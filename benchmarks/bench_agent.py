@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu", help="where the agent acts and learns: cpu (default) or cuda")
     p.add_argument("--quick", action="store_true", help="a tiny run (for the tests)")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         venv.close()
     torch.manual_seed(0)
     model = AgentWorldModel(cfg.stage1.model.encoder, cfg.learner.model, stack_shape, int(venv.single_action_space.n))
-    agent = SearchAgent(model, cfg.search.depth, cfg.learner.gamma)
+    agent = SearchAgent(model.to(args.device), cfg.search.depth, cfg.learner.gamma)
     calls = iter(range(10**9))
     agent.act(stacks[0])  # warm-up
     act = 1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)]), args.seconds, 5))
     one = 1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)][:1]), args.seconds / 2, 5))
-    learner = Learner(model, cfg.learner)
+    learner = Learner(model, cfg.learner, args.device)
     sample = lambda: memory.sample(cfg.learner.batch_size, cfg.learner.sequence_length)  # noqa: E731
     learner.update(sample())
     upd = np.array(timed(lambda: learner.update(sample()), args.seconds, 3))
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
               "update_s_mean": float(upd.mean()), "updates_per_s": float(1 / upd.mean()),
               "batch_size": cfg.learner.batch_size, "unroll": cfg.learner.unroll, "n_step": cfg.learner.n_step,
               "replay_ratio": r.replay_ratio, "hours_per_budget": hours, "budget": r.budget}
+    gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-               "torch": torch.__version__, "load_avg": [round(x, 2) for x in os.getloadavg()]}
+               "torch": torch.__version__, "device": gpu or "cpu", "load_avg": [round(x, 2) for x in os.getloadavg()]}
 
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"# Online agent speed: {card.name} (encoder {model.encoder.num_tokens} tokens, latent {model.latent_dim}, "
         "random weights)", "",
-        f"{machine['cores']} cores, {args.threads} torch threads, torch {machine['torch']}, load {machine['load_avg']}", "",
+        f"{machine['cores']} cores, {args.threads} torch threads, torch {machine['torch']}, device {machine['device']}, "
+        f"load {machine['load_avg']}", "",
         "| acting | ms per call (mean) | median | ms per env-step | 1 env: ms per call |", "|---|---|---|---|---|",
         f"| {args.num_envs} envs, search depth {cfg.search.depth} ({result['sequences']} sequences) | "
         f"{act.mean():.1f} {mark(act.mean() <= TARGETS['ms_per_action_batch'])} | {np.median(act):.1f} | "
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{TARGETS['hours_per_100k']:.0f} h per 100k-step seed (✓ met, ✗ missed)."]) + "\n"
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"agent_{card.name}_cpu" + ("_quick" if args.quick else "")
+    stem = f"agent_{card.name}_{'cuda' if gpu else 'cpu'}" + ("_quick" if args.quick else "")
     (args.out_dir / f"{stem}.md").write_text(text)
     (args.out_dir / f"{stem}.json").write_text(json.dumps({"machine": machine, "targets": TARGETS, **result}, indent=1) + "\n")
     return 0

@@ -231,3 +231,24 @@ def test_conv_stem_tokens_and_jepa_pretraining_shapes():
     assert torch.isfinite(jepa.loss(obs, masks))
     model = AgentWorldModel(enc, AgentModelConfig(hidden=64), (4, 1, 84, 84), 4)
     assert model.encode(obs).shape == (3, 49 * 8) and torch.allclose(model.encode(obs).view(3, 49, 8).sum(-1), torch.ones(3, 49))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_learner_update_and_search_on_cuda_match_the_cpu():
+    """The same seeded update (random shifts included) on CUDA and on the CPU: equal losses and
+    parameters up to float tolerance; the search agent acts on CUDA latents as on CPU ones."""
+    memory = toy_memory()
+    batch = memory.sample(16, LearnerConfig(unroll=2, n_step=1).sequence_length)
+    cfg = LearnerConfig(batch_size=16, lr=1e-3, unroll=2, n_step=1, shift=2)
+    cpu, gpu = Learner(tiny_model(), cfg, "cpu"), Learner(tiny_model(), cfg, "cuda")
+    a, b = cpu.update(batch), gpu.update(batch)
+    assert all(abs(a[k] - b[k]) < 1e-3 * (1 + abs(a[k])) for k in ("consistency", "reward", "cont", "q"))
+    for p, q in zip(cpu.model.parameters(), gpu.model.parameters()):
+        torch.testing.assert_close(p, q.cpu(), rtol=1e-3, atol=1e-4)
+    obs = batch.obs[:, 0]
+    with torch.no_grad():
+        q_cpu = cpu.model.eval().q(cpu.model.encode(torch.as_tensor(obs)))
+        q_gpu = gpu.model.eval().q(gpu.model.encode(torch.as_tensor(obs, device="cuda")))
+    torch.testing.assert_close(q_cpu, q_gpu.cpu(), rtol=1e-3, atol=1e-4)
+    assert SearchAgent(gpu.model, 2, 0.99).act(obs).shape == (16,)

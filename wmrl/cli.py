@@ -334,7 +334,9 @@ def cmd_run(args: argparse.Namespace) -> None:
             raise UserError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
         if args.config is None and args.env is None:
             raise UserError("run needs --config or --env")
-        cfg = load_experiment(args.config) if args.config else ExperimentConfig(env=args.env)
+        if args.set and not args.config:
+            raise UserError("--set changes a config: pass --config too")
+        cfg = load_experiment(args.config, args.set) if args.config else ExperimentConfig(env=args.env)
         if args.env:
             cfg.env = args.env
         if args.budget is not None:
@@ -369,7 +371,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "speed":
         run_speed(out, quick=args.quick)
     else:
-        run_suite(args.suite, args.seeds, out, agents=args.agents, progress=not args.no_progress, envs=args.envs,
+        run_suite(args.suite, args.seeds if args.seed is None else [args.seed], out, agents=args.agents, progress=not args.no_progress, envs=args.envs,
                   device=_device(args.device))
     print(f"report -> {write_report(out)}")
 
@@ -652,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, help="real env agent steps in all (override run.budget)")
     p.add_argument("--out", required=True, type=Path, help="run folder (data, encoder, world models, run.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (with its stored config)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. learner.encoder_lr_scale=0 run.stage1_steps=0")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -659,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark suites against model-free baselines at equal env steps, and reports")
     p.add_argument("--suite", help="quick, atari100k, robots or speed")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every cell")
+    p.add_argument("--seed", type=int, help="only this seed (e.g. one process per seed, side by side)")
     p.add_argument("--agents", nargs="+", help="only these agents (random ppo a2c dqn sac wmrl-mpc wmrl-imagine)")
     p.add_argument("--envs", nargs="+", help="only these env cards of the suite")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<suite>); reruns resume it")

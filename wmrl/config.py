@@ -242,5 +242,20 @@ def find_config(name_or_path: str) -> Path:
     raise ConfigError(f"unknown config '{name_or_path}' (shipped: {', '.join(names)})")
 
 
-def load_experiment(name_or_path: str) -> ExperimentConfig:
-    return load_yaml(ExperimentConfig, find_config(name_or_path))
+def load_experiment(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """A config by name or path, with `section.key=value` overrides (values in YAML) applied before
+    the strict checks, so a typo'd key in an override fails like one in the file."""
+    path = find_config(name_or_path)
+    data = read_yaml(path)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected section.key=value (e.g. learner.encoder_lr_scale=0)")
+        *sections, leaf = key.split(".")
+        node = data
+        for name in sections:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{name}' is a value, not a section")
+        node[leaf] = yaml.safe_load(value)
+    return from_dict(ExperimentConfig, data, source=str(path) + "".join(f" --set {o}" for o in overrides))

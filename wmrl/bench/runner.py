@@ -122,8 +122,10 @@ def suite_cells(suite: str, envs: list[str] | None = None) -> list[Cell]:
     return chosen
 
 
-def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None = None,
+def run_suite(suite: str, seeds: int | list[int], out: str | Path, agents: list[str] | None = None,
               progress: bool = False, envs: list[str] | None = None, device: str = "cpu") -> list[dict]:
+    """Every cell of the suite for seeds 0..seeds-1 (or the listed seeds: one process per seed runs
+    seeds side by side on a machine with cores to spare); finished cells are read back, not rerun."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}' (suites: {', '.join([*SUITES, 'speed'])})")
     unknown = set(agents or []) - set(AGENTS)
@@ -139,7 +141,7 @@ def run_suite(suite: str, seeds: int, out: str | Path, agents: list[str] | None 
                 raise UserError(f"{e}: the wmrl agents on '{cell.env}' need configs/{cell.env}.yaml "
                                 f"(e.g. a copy of configs/{SUITES[suite][0].env}.yaml with env: {cell.env})") from None
             load_experiment(cell.config or cell.env)  # a bad key: its own one-line error
-    for seed in range(seeds):
+    for seed in range(seeds) if isinstance(seeds, int) else seeds:
         for cell in cells:
             start = time.perf_counter()
             r = run_cell(cell, seed, out, progress, device)

@@ -37,10 +37,11 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
         return x
     b, k, c, h, w = x.shape
     padded = F.pad(x.reshape(b, k * c, h, w), (pad, pad, pad, pad), mode="replicate")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator)
-    rows = (torch.arange(h)[None] + dy[:, None])[:, None, :, None].expand(b, k * c, h, w + 2 * pad)
+    # Offsets drawn on the CPU generator (one stream whatever the device), then moved to x's device.
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device)[None] + dy[:, None])[:, None, :, None].expand(b, k * c, h, w + 2 * pad)
     out = padded.gather(2, rows)
-    cols = (torch.arange(w)[None] + dx[:, None])[:, None, None, :].expand(b, k * c, h, w)
+    cols = (torch.arange(w, device=x.device)[None] + dx[:, None])[:, None, None, :].expand(b, k * c, h, w)
     return out.gather(3, cols).view(b, k, c, h, w)
 
 
