@@ -35,10 +35,10 @@ BatchObjective = Callable[[torch.Tensor], torch.Tensor]  # actions [N, S, d] lon
 class ExhaustiveSearch:
     """Scores all `num_actions ** depth` action sequences; returns the best of each problem."""
 
-    def __init__(self, num_actions: int, depth: int):
+    def __init__(self, num_actions: int, depth: int, device: torch.device | str = "cpu"):
         if depth < 1:
             raise ValueError(f"search depth must be >= 1, got {depth}")
-        self.candidates = torch.tensor(list(itertools.product(range(num_actions), repeat=depth)))  # [S, d]
+        self.candidates = torch.tensor(list(itertools.product(range(num_actions), repeat=depth)), device=device)  # [S, d]
 
     @torch.no_grad()
     def optimize_batch(self, objective: BatchObjective, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,9 +73,9 @@ class SearchAgent:
     def __init__(self, model: AgentWorldModel, depth: int = 2, gamma: float = 0.99, epsilon: float = 0.0, seed: int = 0):
         self.model = model.eval()
         self.depth, self.gamma, self.epsilon = depth, gamma, epsilon
-        self.search = ExhaustiveSearch(model.num_actions, depth)
-        self.rng = np.random.default_rng(seed)
         self.device = next(model.parameters()).device
+        self.search = ExhaustiveSearch(model.num_actions, depth, self.device)
+        self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
