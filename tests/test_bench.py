@@ -12,7 +12,7 @@ from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 
 from wmrl.bench import runner
 from wmrl.bench.agents import SB3_SETTINGS, train_sb3
-from wmrl.bench.report import HEADLINE_BEGIN, HEADLINE_END, headline, iqm, write_report
+from wmrl.bench.report import HEADLINE_BEGIN, HEADLINE_END, headline, interval_estimates, write_report
 from wmrl.cli import main
 from wmrl.envs import load_card, make_env
 
@@ -126,9 +126,23 @@ def test_life_loss_ends_learning_episodes_not_the_game():
     assert lives[-1] == 0 and max(lives) == 5
 
 
-def test_iqm():
-    assert iqm([1, 2, 3]) == 2
-    assert iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(np.mean([2, 3, 4, 5]))
+def test_interval_estimates_match_independent_computations():
+    """rliable's mean / IQM / bootstrap CIs against scipy's trimmed mean and a plain numpy bootstrap."""
+    from scipy.stats import trim_mean
+
+    x = np.array([0.0, 1, 2, 3, 4, 5, 6, 100])
+    e = interval_estimates(x, reps=4000)
+    assert e["mean"] == pytest.approx(x.mean()) and e["iqm"] == pytest.approx(trim_mean(x, 0.25))
+    assert e["iqm"] == pytest.approx(np.mean([2, 3, 4, 5]))
+    y = np.linspace(0, 9, 10) ** 1.5  # a smooth sample: its bootstrap percentiles are stable
+    e_y, rng = interval_estimates(y, reps=4000), np.random.default_rng(1)
+    boot = y[rng.integers(0, len(y), (20000, len(y)))].mean(1)  # percentile bootstrap of the mean
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert e_y["mean_lo"] == pytest.approx(lo, abs=0.05 * (hi - lo)) and e_y["mean_hi"] == pytest.approx(hi, abs=0.05 * (hi - lo))
+    assert e["iqm_lo"] <= e["iqm"] <= e["iqm_hi"] and x.min() <= e["iqm_lo"] and e["iqm_hi"] <= x.max()
+    assert interval_estimates(x, reps=4000) == e  # seeded: the same report twice
+    one = interval_estimates([3.5])
+    assert one["mean"] == one["mean_lo"] == one["mean_hi"] == 3.5
 
 
 def test_bench_errors(tmp_path):

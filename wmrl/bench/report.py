@@ -1,7 +1,7 @@
 """Tables and plots from saved benchmark cells (`wmrl bench --report DIR`).
 
-Per env and agent, over seeds: the mean ± std and the interquartile mean (IQM) of the per-seed
-mean evaluation return, the human-normalised score where the card has reference scores, the
+Per env and agent, over seeds: the mean and the interquartile mean (IQM) of the per-seed mean
+evaluation return, each with a stratified-bootstrap 95% confidence interval (rliable), the std, the human-normalised score where the card has reference scores, the
 success rate on goal cards, and learning curves (return vs env steps). Published numbers sit in
 their own, labelled table: they come from other code, budgets and machines.
 """
@@ -34,13 +34,26 @@ PUBLISHED_WHAT = {"breakout": "return at 100k agent steps", "crafter": "Crafter 
                   "reacher": "success rate at their own data budgets", "pusht": "success rate at their own data budgets"}
 
 
-def iqm(x: np.ndarray) -> float:
-    """Mean of the middle half (25th-75th percentile ranks); with < 4 values, the plain mean."""
-    x = np.sort(np.asarray(x, float))
-    if len(x) < 4:
-        return float(x.mean())
-    lo, hi = int(np.floor(len(x) * 0.25)), int(np.ceil(len(x) * 0.75))
-    return float(x[lo:hi].mean())
+def interval_estimates(per_seed, reps: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean and IQM of per-seed scores [runs], each with its stratified-bootstrap 95% CI, by rliable
+    (Agarwal et al. 2021). One task here, so the bootstrap resamples the runs; one run gives a CI of
+    zero width. Seeded: a report rebuilt from the same cells prints the same intervals."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = {"agent": np.asarray(per_seed, float).reshape(-1, 1)}  # [runs, tasks]
+    # rliable draws its resamples from NumPy's global generator (not from its random_state argument):
+    # seed that for the call and give the caller's state back.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, ci = rly.get_interval_estimates(
+            scores, lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)]), reps=reps)
+    finally:
+        np.random.set_state(saved)
+    (mean, iqm), ((mean_lo, iqm_lo), (mean_hi, iqm_hi)) = point["agent"], ci["agent"]
+    return {"mean": float(mean), "mean_lo": float(mean_lo), "mean_hi": float(mean_hi),
+            "iqm": float(iqm), "iqm_lo": float(iqm_lo), "iqm_hi": float(iqm_hi)}
 
 
 def load_results(root: Path) -> list[dict]:
@@ -60,9 +73,11 @@ def summarise(results: list[dict]) -> list[dict]:
     rows = []
     for (env, agent, budget), rs in sorted(groups.items()):
         means = np.array([r["return_mean"] for r in rs])
+        stats = interval_estimates(means)
         row = {"env": env, "agent": agent, "budget": budget, "seeds": len(rs),
-               "episodes": sum(r["episodes"] for r in rs), "return_mean": float(means.mean()),
-               "return_std": float(means.std()), "return_iqm": iqm(means),
+               "episodes": sum(r["episodes"] for r in rs), "return_mean": stats["mean"],
+               "return_ci": (stats["mean_lo"], stats["mean_hi"]), "return_std": float(means.std()),
+               "return_iqm": stats["iqm"], "return_iqm_ci": (stats["iqm_lo"], stats["iqm_hi"]),
                "train_hours": sum(r["train_seconds"] for r in rs) / 3600 / len(rs),
                "train_partial": any(r.get("train_resumed", False) for r in rs),  # then a lower bound
                "ms_per_action": float(np.mean([r["ms_per_action_mean"] for r in rs]))}
@@ -85,7 +100,9 @@ def summarise(results: list[dict]) -> list[dict]:
 def formatted(r: dict) -> dict[str, str]:
     """A summary row's table cells."""
     return {"env": r["env"], "agent": r["agent"], "budget": f"{r['budget']:,}", "seeds": str(r["seeds"]),
-            "return": f"{r['return_mean']:.2f} ± {r['return_std']:.2f}", "iqm": f"{r['return_iqm']:.2f}",
+            "return": f"{r['return_mean']:.2f} [{r['return_ci'][0]:.2f}, {r['return_ci'][1]:.2f}]",
+            "std": f"{r['return_std']:.2f}",
+            "iqm": f"{r['return_iqm']:.2f} [{r['return_iqm_ci'][0]:.2f}, {r['return_iqm_ci'][1]:.2f}]",
             "hns": f"{r['hns']:.3f}" if "hns" in r else "–",
             "success": (f"{r['success_rate']:.2f}" if "success_rate" in r
                         else f"{r['score_mean']:.1f}% ± {r['score_std']:.1f}" if "score_mean" in r else "–")
@@ -99,8 +116,9 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(rows: list[dict]) -> str:
-    columns = ["env", "agent", "budget", "seeds", "return", "iqm", "hns", "success", "train", "ms"]
-    lines = table(["env", "agent", "env steps", "seeds", "return mean ± std", "IQM", "human-norm.", "success / score",
+    columns = ["env", "agent", "budget", "seeds", "return", "std", "iqm", "hns", "success", "train", "ms"]
+    lines = table(["env", "agent", "env steps", "seeds", "return mean [95% CI]", "std", "IQM [95% CI]", "human-norm.",
+                   "success / score",
                    "train h/seed", "ms/action"], [[formatted(r)[c] for c in columns] for r in rows])
     envs = sorted({r["env"] for r in rows} & set(PUBLISHED))
     for env in envs:
@@ -127,9 +145,9 @@ def headline(roots: list[Path]) -> str:
         f = formatted(r)
         if r["return_mean"] == best[r["env"]]:
             f["return"] = f"**{f['return']}**"
-        cells.append([f[c] for c in ("env", "agent", "budget", "seeds", "return", "hns", "success", "ms")])
-    lines = table(["env", "agent", "env steps", "seeds", "return, mean ± std over seeds", "human-norm.", "success / score",
-                   "ms/action"], cells)
+        cells.append([f[c] for c in ("env", "agent", "budget", "seeds", "return", "iqm", "hns", "success", "ms")])
+    lines = table(["env", "agent", "env steps", "seeds", "return: mean over seeds [95% CI]", "IQM [95% CI]", "human-norm.",
+                   "success / score", "ms/action"], cells)
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +177,7 @@ def read_curve(folder: Path) -> np.ndarray:
 
 def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
     """One PNG per env: per agent, the return of learning episodes binned over env steps and
-    averaged over seeds (each seed's bin mean first)."""
+    averaged over seeds (each seed's bin mean first), with a 95% bootstrap band over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,7 +200,14 @@ def plot_curves(results: list[dict], out: Path, points: int = 20) -> list[Path]:
             seen = np.isfinite(per_seed).any(0)  # bins where some seed finished an episode
             curve = np.array([np.nanmean(per_seed[:, b]) if seen[b] else np.nan for b in range(points)])
             ok = np.isfinite(curve)  # a line through the bins with episodes (wmrl-mpc: one point per round)
-            ax.plot(((edges[:-1] + edges[1:]) / 2)[ok], curve[ok], marker=".", color=color, label=agent)
+            centres = (edges[:-1] + edges[1:]) / 2
+            ax.plot(centres[ok], curve[ok], marker=".", color=color, label=agent)
+            # the band: the 95% bootstrap CI of the mean over the seeds with episodes in the bin (>= 2 seeds)
+            band = [(b, interval_estimates(per_seed[np.isfinite(per_seed[:, b]), b], reps=500)) for b in range(points)
+                    if np.isfinite(per_seed[:, b]).sum() >= 2]
+            if band:
+                ax.fill_between(centres[[b for b, _ in band]], [e["mean_lo"] for _, e in band],
+                                [e["mean_hi"] for _, e in band], color=color, alpha=0.2, lw=0)
             ax.plot([budget], [np.mean([r["return_mean"] for r in rs])], marker="*", ms=12, color=color, ls="none")
         ax.set(xlabel="env steps", ylabel="episode return (learning)", title=f"{env}: learning episodes; ★ = final evaluation")
         ax.legend(fontsize=8)
@@ -222,7 +247,8 @@ def cells_report(root: Path, results: list[dict]) -> str:
     m = cell["machine"]
     text = ("Protocol: benchmarks/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
-            "seeds of each seed's mean evaluation return.\n\n"
+            "seeds of each seed's mean evaluation return; the 95% confidence intervals are rliable's stratified "
+            "bootstrap over seeds (2,000 resamples).\n\n"
             f"Machine: {m['cpu'] + ', ' if m.get('cpu') else ''}{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
             f"GPU {m['cuda'] or 'none'}.\n\n" + markdown(rows))
     for path in plot_curves(results, root):
