@@ -126,6 +126,24 @@ def test_learner_reduces_its_losses_on_a_fixed_replay():
     assert last["reward"] < 0.5 * first["reward"] and last["q"] < first["q"] + 1e-3 and last["loss"] < 0.5 * first["loss"]
 
 
+def test_consistency_norm_measures_the_latent_error_against_the_batch_spread():
+    """SimNorm latents of different states differ little, so the plain error is tiny; normalised by
+    the batch's spread of target latents it is ~1 - R²: above 1 for an untrained dynamics (worse than
+    predicting the batch mean), below 1 once fitted."""
+    memory = toy_memory()
+    terms = {}
+    for norm in (False, True):
+        learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0,
+                                                      consistency_norm=norm))
+        fixed = memory.sample(32, learner.cfg.sequence_length)
+        first = learner.update(fixed)["consistency"]
+        for _ in range(60):
+            last = learner.update(fixed)["consistency"]
+        terms[norm] = first, last
+    assert terms[False][0] < 0.01
+    assert terms[True][0] > 1.0 > terms[True][1]
+
+
 def test_acting_standardises_latents_as_training_does():
     """The heads' input statistics come from real latents only: after updates (which also unroll
     predicted latents and encode targets), real latents sit near the running mean in acting mode.

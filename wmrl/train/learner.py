@@ -83,9 +83,8 @@ class Learner:
             zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
 
         scale = 1.0
-        if cfg.consistency_norm:  # each dimension's spread over the batch's target latents, floored
-            std = zbar[valid[:, 1:] > 0].std(0)  # [D]
-            scale = std + 0.1 * std.mean()
+        if cfg.consistency_norm:  # in units of the batch's spread of target latents: ~1 - R² of the prediction
+            scale = zbar[valid[:, 1:] > 0].var(0).mean().sqrt().clamp_min(1e-12)  # scalar
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
         model.observe_latents(z.detach())  # the standardisation every head input goes through
         with torch.no_grad():
