@@ -168,6 +168,22 @@ def test_search_agent_save_load_gives_identical_actions(tmp_path):
     assert loaded.depth == 2 and loaded.gamma == 0.9
 
 
+def test_agent_checkpoints_that_do_not_fit_are_one_line_errors(tmp_path):
+    from wmrl.errors import UserError
+
+    good = tmp_path / "agent.pt"
+    SearchAgent(tiny_model(), depth=2).save(good)
+    payload = torch.load(good, weights_only=True)
+    payload["model"]["state"].pop("z_mean")  # an agent saved by a different layout of the model
+    torch.save(payload, tmp_path / "old.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:1000])
+    for name, words in [("old.pt", "not a search-agent checkpoint"), ("cut.pt", "not a search-agent checkpoint"),
+                        ("missing.pt", "no agent checkpoint")]:
+        with pytest.raises(UserError, match=words):
+            SearchAgent.load(tmp_path / name)
+    assert SearchAgent.load(good).depth == 2
+
+
 def test_online_agent_learns_the_toy_task_far_above_random(tmp_path):
     """1,000 learning steps (500 updates): the deterministic agent must read the frame (random: 5/10)."""
     out = tmp_path / "run"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -111,8 +112,16 @@ class SearchAgent:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> SearchAgent:
-        payload = torch.load(path, map_location=device, weights_only=True)
-        return cls.from_payload(payload, device)
+        """The agent `save` wrote; a missing, corrupt or other-version file is one UserError line."""
+        from wmrl.errors import UserError
+
+        if not Path(path).is_file():
+            raise UserError(f"no agent checkpoint at {path}")
+        try:
+            return cls.from_payload(torch.load(path, map_location=device, weights_only=True), device)
+        except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(f"{path} is not a search-agent checkpoint this wmrl version reads ({reason})") from None
 
     @classmethod
     def from_payload(cls, payload: dict, device: str = "cpu") -> SearchAgent:
