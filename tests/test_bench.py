@@ -37,7 +37,8 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     out = tmp_path / "quick"
     assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
     results = {(c.env, c.agent): json.loads((runner.cell_dir(out, c, 0) / "result.json").read_text()) for c in tiny_quick}
-    assert set(a for _, a in results) == {"random", "ppo", "dqn", "a2c", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine"}
+    assert set(a for _, a in results) == {"random", "ppo", "dqn", "a2c", "ppo-zoo", "dqn-zoo", "a2c-zoo", "sac", "wmrl",
+                                          "wmrl-mpc", "wmrl-imagine"}
     for (env, agent), r in results.items():
         assert r["episodes"] == 2 and np.isfinite(r["return_mean"]) and max(r["lengths"]) <= 60
         assert ("success_rate" in r) == (env == "reacher")
@@ -52,6 +53,11 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     cell = json.loads((out / "breakout/dqn/seed-0/cell.json").read_text())
     assert cell["sb3_settings"]["buffer_size"] == 600 and cell["machine"]["cpus"] >= 1 and cell["device"] == "cpu"
     assert json.loads((out / "breakout/random/seed-0/cell.json").read_text())["sb3_settings"] is None
+    # The zoo variants: the same algorithm's settings, a learning curve in agent steps (monitors count frames).
+    zoo = json.loads((out / "breakout/dqn-zoo/seed-0/cell.json").read_text())["sb3_settings"]
+    assert zoo == cell["sb3_settings"]
+    curve = np.loadtxt(out / "breakout/dqn-zoo/seed-0/curve.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert len(curve) >= 1 and curve[:, 0].max() <= 600
 
     report = (out / "report.md").read_text()
     for agent in ("random", "ppo", "dqn", "a2c", "wmrl", "wmrl-mpc", "wmrl-imagine"):
@@ -124,6 +130,26 @@ def test_life_loss_ends_learning_episodes_not_the_game():
                 break
     assert game_overs == 1 and ends == 5  # five lives: four lost lives, then the game's end
     assert lives[-1] == 0 and max(lives) == 5
+
+
+def test_zoo_variant_learns_per_life_on_sb3_frames_and_is_evaluated_on_full_games():
+    from wmrl.bench.agents import zoo_atari_env, zoo_eval_env
+    from wmrl.envs import load_card
+
+    card = load_card("breakout")
+    learn, play = zoo_atari_env(card, train=True), zoo_eval_env(card)
+    obs, _ = play.reset(seed=0)
+    assert obs.shape == (4, 84, 84, 1) and obs.dtype == np.uint8
+    rng = np.random.default_rng(0)
+    ends = []
+    for env in (learn, play):
+        env.reset(seed=0)
+        done, info = False, {}
+        while not done:
+            _, reward, terminated, truncated, info = env.step(int(rng.integers(4)))
+            done = terminated or truncated
+        ends.append(info["lives"])
+    assert ends == [4, 0]  # learning: a lost life ends the episode; evaluation: the whole game
 
 
 def test_interval_estimates_match_independent_computations():

@@ -4,6 +4,9 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
 
     random          uniform actions; no training
     ppo a2c dqn     SB3 model-free baselines on the card's frame stacks (CnnPolicy); dqn: discrete
+    ppo-zoo a2c-zoo dqn-zoo
+                    the same algorithms and settings on SB3's own Atari preprocessing (AtariWrapper,
+                    84x84, VecFrameStack 4), as the rl-zoo trains them; Atari cards only
     sac             SB3 SAC, continuous actions
     wmrl            `wmrl run` with the online agent: a world model learned from reward end to end,
                     acting by search with Q at the leaves (discrete actions)
@@ -31,8 +34,9 @@ from wmrl.envs.wrappers import StackToChannels
 from wmrl.errors import UserError
 from wmrl.policies import SB3Policy
 
-AGENTS = ("random", "ppo", "a2c", "dqn", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
-DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "wmrl"}, {"sac"}
+AGENTS = ("random", "ppo", "a2c", "dqn", "ppo-zoo", "a2c-zoo", "dqn-zoo", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
+DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "dqn-zoo", "wmrl"}, {"sac"}
+ZOO = {"ppo-zoo": "ppo", "a2c-zoo": "a2c", "dqn-zoo": "dqn"}  # SB3's Atari preprocessing -> the algorithm
 
 # SB3 zoo Atari settings; replay buffers hold at most the whole budget (zoo: 10M steps, 1M-step buffers).
 SB3_SETTINGS = {
@@ -50,7 +54,35 @@ CHUNKS = 10  # an SB3 run saves (model, replay buffer) this many times, so a kil
 
 def supports(agent: str, card: EnvCard) -> bool:
     discrete = card.action.type == "discrete"
+    if agent in ZOO and "ale_py" not in card.imports:
+        return False
     return not (agent in DISCRETE_ONLY and not discrete or agent in CONTINUOUS_ONLY and discrete)
+
+
+def zoo_atari_env(card: EnvCard, train: bool, monitor: Path | None = None) -> gym.Env:
+    """The card's game through SB3's AtariWrapper, as the rl-zoo trains Atari agents: no-op starts,
+    frame skip 4 with a max over the last two frames, FIRE at reset, 84x84 grayscale by OpenCV, and
+    while learning a lost life as terminal and rewards clipped to [-1, 1]. Sticky actions and no-op
+    counts come from the card, so both variants face the same game. `monitor`: a Monitor under the
+    wrapper records full episodes with raw rewards (lengths in raw frames)."""
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+    from stable_baselines3.common.monitor import Monitor
+
+    from wmrl.envs.make import import_env_packages
+
+    import_env_packages(card)  # registers the ALE's envs
+    p = card.preprocess
+    env = gym.make(card.gym_id, frameskip=1, repeat_action_probability=p.sticky_actions, full_action_space=False)
+    if monitor is not None:
+        env = Monitor(env, str(monitor), override_existing=False)
+    return AtariWrapper(env, noop_max=p.noop_max, frame_skip=p.frame_skip, screen_size=84,
+                        terminal_on_life_loss=train, clip_reward=train)
+
+
+def zoo_eval_env(card: EnvCard) -> gym.Env:
+    """Evaluation env of the zoo variants: full games, raw rewards, stacks [K, 84, 84, 1] (the
+    layout SB3Policy flattens to the model's channel-first [K, 84, 84])."""
+    return gym.wrappers.FrameStackObservation(zoo_atari_env(card, train=False), card.frame_stack)
 
 
 def sb3_training_env(card: EnvCard, folder: Path, index: int) -> gym.Env:
@@ -78,11 +110,21 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
     import stable_baselines3
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    zoo = algo in ZOO
+    algo = ZOO.get(algo, algo)
     settings = sb3_settings(algo, budget)
     n_envs = settings.pop("n_envs")
     monitors = folder / "monitor"
     monitors.mkdir(parents=True, exist_ok=True)
-    venv = DummyVecEnv([lambda i=i: sb3_training_env(card, monitors, i) for i in range(n_envs)])
+    if zoo:
+        from stable_baselines3.common.vec_env import VecFrameStack
+
+        venv = VecFrameStack(DummyVecEnv([lambda i=i: zoo_atari_env(card, True, monitors / str(i)) for i in range(n_envs)]),
+                             card.frame_stack)
+        stack_shape = (card.frame_stack, 1, 84, 84)
+    else:
+        venv = DummyVecEnv([lambda i=i: sb3_training_env(card, monitors, i) for i in range(n_envs)])
+        stack_shape = venv.envs[0].env.observation_space.shape  # under StackToChannels: [K, C, H, W]
     cls = getattr(stable_baselines3, algo.upper())
     model_path, buffer_path = folder / "model.zip", folder / "replay_buffer.pkl"
     if model_path.is_file():
@@ -90,7 +132,7 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
         if buffer_path.is_file():
             model.load_replay_buffer(buffer_path)
     else:
-        policy = "CnnPolicy" if len(venv.observation_space.shape) == 3 else "MlpPolicy"
+        policy = "CnnPolicy" if len(venv.observation_space.shape) == 3 else "MlpPolicy"  # VecFrameStack: [84, 84, K]
         model = cls(policy, venv, seed=seed, device=device, verbose=0, **settings)
     chunk = max(1, budget // CHUNKS)
     while model.num_timesteps < budget:
@@ -98,19 +140,21 @@ def train_sb3(card: EnvCard, algo: str, budget: int, seed: int, folder: Path, pr
         model.save(model_path)
         if hasattr(model, "save_replay_buffer"):
             model.save_replay_buffer(buffer_path)
-    stack_shape = venv.envs[0].env.observation_space.shape  # under StackToChannels: [K, C, H, W]
     venv.close()
     return SB3Policy(model_path, stack_shape, deterministic=True)
 
 
-def sb3_curve(folder: Path) -> list[tuple[int, float]]:
-    """(agent steps at the episode's end, full-episode return) over all envs, in wall-time order."""
+def sb3_curve(folder: Path, frames_per_step: int = 1) -> list[tuple[int, float]]:
+    """(agent steps at the episode's end, full-episode return) over all envs, in wall-time order.
+    `frames_per_step`: the zoo variants' monitors count raw frames."""
     rows = []
     for path in sorted((folder / "monitor").glob("*.monitor.csv")):
-        lines = path.read_text().splitlines()[2:]  # a JSON header line, then "r,l,t"
-        rows += [tuple(map(float, line.split(",")[:3])) for line in lines if line]
+        # SB3 writes its "#{json}" and "r,l,t" header lines only when it overrides a file (not in
+        # the append mode a resumable run needs): keep the lines that are numbers
+        lines = [line for line in path.read_text().splitlines() if line and line[0] not in "#r"]
+        rows += [tuple(map(float, line.split(",")[:3])) for line in lines]
     rows.sort(key=lambda r: r[2])
-    steps = np.cumsum([r[1] for r in rows]).astype(int)
+    steps = (np.cumsum([r[1] for r in rows]) // frames_per_step).astype(int)
     return [(int(s), r[0]) for s, r in zip(steps, rows)]
 
 
@@ -168,6 +212,8 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
         return RandomPolicy(action_space(card), seed), []
     if agent in SB3_SETTINGS:
         return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder)
+    if agent in ZOO:
+        return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder, card.preprocess.frame_skip)
     if agent == "wmrl":
         return online_agent(card, config, budget, seed, folder, progress, device)
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
@@ -189,13 +235,14 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
     raise UserError(f"unknown agent '{agent}' (agents: {', '.join(AGENTS)})")
 
 
-def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | None = None) -> dict:
+def evaluate(card: EnvCard, policy, episodes: int, seed: int, max_steps: int | None = None, zoo: bool = False) -> dict:
     """Full episodes from seeds seed, seed+1, ...; plus what the card measures (success rate,
-    final goal distance, Crafter score: wmrl.eval.tasks)."""
+    final goal distance, Crafter score: wmrl.eval.tasks). `zoo`: the game through SB3's Atari
+    preprocessing, which the zoo variants learned on (same seeds, full games, raw rewards)."""
     from wmrl.eval.episodes import run_episodes
     from wmrl.eval.tasks import episode_measure
 
-    env = make_env(card)
+    env = zoo_eval_env(card) if zoo else make_env(card)
     try:
         start = time.perf_counter()
         stats, _ = run_episodes(env, policy, episodes, seed=seed, max_steps=max_steps, measure=episode_measure(card, env))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from wmrl.bench.agents import AGENTS, SB3_SETTINGS, evaluate, sb3_settings, supports, train_agent
+from wmrl.bench.agents import AGENTS, SB3_SETTINGS, ZOO, evaluate, sb3_settings, supports, train_agent
 from wmrl.config import find_config, load_experiment
 from wmrl.envs import load_card
 from wmrl.errors import ConfigError, UserError
@@ -45,7 +45,9 @@ def _grid(envs: dict[str, tuple[str, ...]], budget: int, episodes: int, **kw) ->
 
 # The imagination agent is out of the discrete suites: on Breakout (64x64 card, 2 seeds) it scored
 # 0.90 against random's 1.20; the MPC agent of the two-stage design gave way to the online agent.
-DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "wmrl")
+# Each SB3 baseline twice: on the card (the wmrl agents' frames) and on SB3's own Atari preprocessing
+# (the zoo variants; Atari cards only), so the table compares with the stronger of the two.
+DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "ppo-zoo", "dqn-zoo", "a2c-zoo", "wmrl")
 CONTINUOUS_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
 
 SUITES: dict[str, list[Cell]] = {
@@ -87,7 +89,8 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False, device: s
     # the earlier processes' training time, so the result says its time is a lower bound.
     resumed = (folder / "cell.json").is_file()
     # SB3 agents: their settings here; wmrl agents: the whole experiment config is in wmrl-mpc's run.json.
-    settings = sb3_settings(cell.agent, cell.budget) if cell.agent in SB3_SETTINGS else None
+    algo = ZOO.get(cell.agent, cell.agent)
+    settings = sb3_settings(algo, cell.budget) if algo in SB3_SETTINGS else None
     (folder / "cell.json").write_text(json.dumps({**asdict(cell), "seed": seed, "sb3_settings": settings,
                                                   "device": device, "machine": machine()}, indent=1, default=str))
     torch.manual_seed(seed)
@@ -98,7 +101,8 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False, device: s
     with open(folder / "curve.csv", "w", newline="") as f:
         csv.writer(f).writerows([("env_steps", "return"), *curve])
     # Every agent meets the same evaluation episodes: seeds fixed by the cell's seed, not its agent.
-    result = evaluate(card, policy, cell.eval_episodes, seed=10**6 + 1000 * seed, max_steps=cell.eval_max_steps)
+    result = evaluate(card, policy, cell.eval_episodes, seed=10**6 + 1000 * seed, max_steps=cell.eval_max_steps,
+                      zoo=cell.agent in ZOO)
     result.update(env=cell.env, agent=cell.agent, seed=seed, budget=cell.budget, train_seconds=train_seconds,
                   train_resumed=resumed)
     tmp = done.with_suffix(".tmp")
