@@ -74,7 +74,7 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     assert "old table" not in text and "| breakout | wmrl-mpc | 600 | 1 |" in text and "| reacher | sac | 200 | 1 |" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| breakout", "| reacher"))]
     for env in ("breakout", "reacher"):  # the best mean return of each env in bold (ties: all of them)
-        means = {row[4].strip("*").split(" ±")[0]: row[4].startswith("**") for row in rows if row[0] == f"| {env}"}
+        means = {row[4].strip("*").split(" [")[0]: row[4].startswith("**") for row in rows if row[0] == f"| {env}"}
         best = max(means, key=float)
         assert all(bold == (float(m) == float(best)) for m, bold in means.items())
 
@@ -237,7 +237,8 @@ def test_report_shows_success_and_progress():
                 "ms_per_action_mean": 1.0, "success_rate": s, "progress_mean": p}
                for r, s, p in ((1.0, 0.0, 0.2), (3.0, 0.5, 0.6))]
     report = markdown(summarise(results))
-    assert "| 2.00 ± 1.00 | 2.00 | – | 0.25 (progress 0.40) |" in report
+    # mean [bootstrap CI], std, IQM [CI]: two seeds 1 and 3 resample to means 1, 2 or 3
+    assert "| 2.00 [1.00, 3.00] | 1.00 | 2.00 [1.00, 3.00] | – | 0.25 (progress 0.40) |" in report
     assert "Published pusht, success rate at their own data budgets" in report and "| DINO-WM (its own PushT goal definition) | 0.9 |" in report
 
 
