@@ -1,12 +1,21 @@
 """The agent's world model: what `wmrl run` learns from reward, end to end.
 
-    stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] (SimNorm)
-    (z, a)  --dynamics MLP-->  h  --> next z [B, D], reward logits [B, bins], continuation logit [B]
+    stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
+    (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
+    z       --projection-->  p [B, P]  (the space the latent self-prediction loss compares in, SPR)
 
 The encoder is the V-JEPA ViT (its weights may come from stage 1), trained further by the losses of
-`wmrl.train.learner`. SimNorm (TD-MPC2) splits z into groups of `simnorm_group` dims and softmaxes
-each: a bounded latent whose scale needs no dataset statistics, so targets cannot drift in size.
+`wmrl.train.learner`. The latent is min-max renormalised per sample (SPR): bounded, and free of
+dataset statistics.
+
+Why no LayerNorm (or SimNorm) on the way into the heads: Breakout's states differ in a few pixels, so
+latents of different states share a large common part and differ by a small one. A linear layer
+turns the common part into a constant (a bias) and passes the difference at full scale; a
+LayerNorm after it divides by a spread the common part dominates. Measured on the previous design
+(per-token SimNorm, LayerNorm'd MLP heads): latents varied across states by ~1e-4 per dimension, Q
+came out the same for every state, and the agent pressed LEFT everywhere. The heads here are
+DQN's: linear layers and ReLUs.
 """
 
 from __future__ import annotations
@@ -20,33 +29,15 @@ from wmrl.models.heads import TwoHot
 from wmrl.models.vit import VisionTransformer
 
 
-def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
-    """x [..., D] -> softmax within consecutive groups of `group` dims."""
-    shape = x.shape
-    return F.softmax(x.view(*shape[:-1], -1, group), -1).view(shape)
+def renormalise(x: torch.Tensor) -> torch.Tensor:
+    """x [B, D] -> each row min-max scaled to [0, 1] (SPR's `renormalize`)."""
+    low, high = x.min(-1, keepdim=True).values, x.max(-1, keepdim=True).values
+    return (x - low) / (high - low).clamp_min(1e-5)
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
-    """Two hidden layers with LayerNorm and Mish, as TD-MPC2's heads."""
-    return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.Mish(),
-                         nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.Mish(), nn.Linear(hidden, out))
-
-
-class TokenReadout(nn.Module):
-    """Each token [B, N, W] projected to `group` logits, flattened in grid order: [B, N * group].
-    With SimNorm over groups of the same size, every token becomes one softmax, so the latent keeps
-    what happens where (TD-MPC2's pixel encoder applies SimNorm to the flattened conv map the same
-    way). A pooled or globally projected latent lets the static bricks and walls drown the
-    one-pixel ball: measured here, a latent read out by 4 attention queries varied across Breakout
-    states by a per-dimension std of 2e-5 after 1,000 updates, and one projected from all tokens by
-    one linear map collapsed from 2e-3 to 1e-4 within 50."""
-
-    def __init__(self, width: int, group: int):
-        super().__init__()
-        self.proj = nn.Linear(width, group)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.proj(tokens).flatten(1)
+    """Two hidden ReLU layers, no normalisation (see the module's docstring)."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
 class AgentWorldModel(nn.Module):
@@ -59,26 +50,27 @@ class AgentWorldModel(nn.Module):
         self.encoder_cfg, self.cfg, self.num_actions = encoder, cfg, int(num_actions)
         self.stack_shape = tuple(int(x) for x in stack_shape)
         self.encoder = VisionTransformer(encoder, k, c, (h, w))
-        self.latent_dim = latent = self.encoder.num_tokens * cfg.simnorm_group
-        self.readout = TokenReadout(self.encoder.width, cfg.simnorm_group)
+        # Each token keeps its own dims, in grid order, so the latent keeps what happens where: a
+        # pooled or globally projected latent let the static bricks and walls drown the one-pixel
+        # ball (measured: latents read out by 4 attention queries varied across Breakout states by a
+        # per-dimension std of 2e-5 after 1,000 updates).
+        self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims
+        self.readout = nn.Linear(self.encoder.width, cfg.token_dims)
         self.dynamics = mlp(latent + num_actions, cfg.hidden, cfg.hidden)
         self.next_head = nn.Linear(cfg.hidden, latent)
         self.reward_head = nn.Linear(cfg.hidden, cfg.reward_bins)
         self.cont_head = nn.Linear(cfg.hidden, 1)
-        # Breakout's states differ in a few pixels, so latents differ across states by ~1e-4 per
-        # dimension around a large common part, and the heads' LayerNorms keep that ratio: Q came out
-        # the same for every state (to 1e-7) after 1,500 updates. Standardising each dimension hands
-        # the heads the differences between states. The statistics are those of real (encoded)
-        # latents only, updated by the learner (`observe_latents`) and used alike in training and
-        # acting: a BatchNorm's running statistics, fed predicted and target latents too, ended 215
-        # batch stds off the real latents' mean, and the acting agent saw one state everywhere.
-        self.register_buffer("z_mean", torch.zeros(latent))
-        self.register_buffer("z_var", torch.ones(latent))
-        self.register_buffer("z_seen", torch.zeros(()))
         self.q_heads = nn.ModuleList(mlp(latent, cfg.hidden, num_actions) for _ in range(cfg.q_heads))
+        # BYOL's projector: its BatchNorm takes away what all states of a batch share, so the cosine
+        # compares how states differ (measured: through one linear map, 2 - 2 cos fell to 6e-5 within
+        # 200 updates, the common part aligning every prediction with every target). Used only by
+        # the loss, never when acting, so its batch statistics cannot mislead the agent.
+        self.projection = nn.Sequential(nn.Linear(latent, cfg.projection), nn.BatchNorm1d(cfg.projection), nn.ReLU(),
+                                        nn.Linear(cfg.projection, cfg.projection))
+        self.prediction = nn.Linear(cfg.projection, cfg.projection)  # online side only (SPR, BYOL)
         self.two_hot = TwoHot(cfg.reward_bins, cfg.bin_range)
-        for head in [self.reward_head, *(q[-1] for q in self.q_heads)]:
-            nn.init.zeros_(head.weight)  # start predicting 0 reward / value (DreamerV3, TD-MPC2)
+        for head in [self.reward_head, self.next_head, *(q[-1] for q in self.q_heads)]:
+            nn.init.zeros_(head.weight)  # start predicting 0 reward / value (DreamerV3, TD-MPC2) and "no change"
             nn.init.zeros_(head.bias)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -86,30 +78,20 @@ class AgentWorldModel(nn.Module):
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, K, C, H, W] uint8 (or float in [0, 255]) -> z [B, D]."""
-        return simnorm(self.readout(self.encoder(obs)), self.cfg.simnorm_group)
+        return renormalise(self.readout(self.encoder(obs)).flatten(1))
 
     def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z [B, D], action [B] long -> next z [B, D], reward logits [B, bins], continuation logit [B]."""
-        h = self.dynamics(torch.cat([self.standardise(z), F.one_hot(action, self.num_actions).to(z.dtype)], -1))
-        return simnorm(self.next_head(h), self.cfg.simnorm_group), self.reward_head(h), self.cont_head(h).squeeze(-1)
+        h = self.dynamics(torch.cat([z, F.one_hot(action, self.num_actions).to(z.dtype)], -1))
+        return renormalise(z + self.next_head(h)), self.reward_head(h), self.cont_head(h).squeeze(-1)
 
     def q(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, D] -> Q [E, B, A] of every ensemble member."""
-        z = self.standardise(z)
         return torch.stack([head(z) for head in self.q_heads])
 
-    def standardise(self, z: torch.Tensor) -> torch.Tensor:
-        """z [..., D] with each dimension standardised by the running statistics of real latents."""
-        # floored at a thousandth of the mean variance: dimensions that never moved stay near zero
-        return (z - self.z_mean) * torch.rsqrt(self.z_var + 1e-3 * self.z_var.mean() + 1e-12)
-
-    @torch.no_grad()
-    def observe_latents(self, z: torch.Tensor, momentum: float = 0.01) -> None:
-        """Move the running mean / variance toward those of real latents z [B, D] (the first batch sets them)."""
-        rate = 1.0 if self.z_seen == 0 else momentum
-        self.z_mean.lerp_(z.mean(0), rate)
-        self.z_var.lerp_(z.var(0, unbiased=False), rate)
-        self.z_seen += 1
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, D] -> p [B, P]: the space the latent self-prediction loss compares in."""
+        return self.projection(z)
 
     def reward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.two_hot.decode(logits)

@@ -162,17 +162,18 @@ class TokenModelConfig:
 @dataclass
 class AgentModelConfig:
     """The agent's world model (the online learner behind `wmrl run`) past its encoder, whose
-    architecture is stage 1's (`stage1.model.encoder`, so pretrained weights fit): a learned readout
-    to a SimNorm latent (one group per token), an MLP latent dynamics, and reward, continuation and
-    Q-ensemble heads.
-    Shapes: a stack [B, K, C, H, W] -> z [B, tokens * simnorm_group]."""
+    architecture is stage 1's (`stage1.model.encoder`, so pretrained weights fit): a per-token
+    readout to a min-max renormalised latent, an MLP latent dynamics, reward, continuation and
+    Q-ensemble heads, and the projection the latent self-prediction loss compares in.
+    Shapes: a stack [B, K, C, H, W] -> z [B, tokens * token_dims]."""
 
-    simnorm_group: int = 8  # each token's logits, softmaxed together: z has tokens x simnorm_group dims
+    token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
     hidden: int = 512  # MLP width of dynamics and heads
     q_heads: int = 2  # Q-ensemble size
+    projection: int = 256  # width of the self-prediction projection
     reward_bins: int = 41  # two-hot bins over symlog(reward) in [-bin_range, bin_range]
     bin_range: float = 3.0
 
     def __post_init__(self):
-        if self.simnorm_group < 2 or self.q_heads < 1:
-            raise ValueError("agent model: simnorm_group must be >= 2 and q_heads >= 1")
+        if self.token_dims < 1 or self.q_heads < 1 or self.projection < 1:
+            raise ValueError("agent model: token_dims, q_heads and projection must be >= 1")

@@ -91,15 +91,10 @@ class LearnerConfig:
     n_step: int = 3  # Q targets: n rewards, then the target Q
     gamma: float = 0.99
     tau: float = 0.01  # target model (encoder and Q) moves this share toward the online one per update
-    rho: float = 0.5  # weight of unrolled step k is rho**k (later predictions are less certain)
+    rho: float = 0.5  # the heads' loss at unrolled step k weighs rho**k (later latents are less certain)
     shift: int = 4  # random-shift augmentation, pixels (DrQ / SPR); 0 turns it off
     reward_clip: float = 1.0  # learn from rewards clipped to [-c, c] (DQN/SPR); 0: unclipped
-    consistency_weight: float = 20.0
-    # Divide the latent error by the batch's mean variance of target latents (one scalar), so the term
-    # is ~1 - R² of the prediction: Breakout's SimNorm latents differ by ~1e-4 per dimension across
-    # states, and the plain MSE (~1e-5) hardly trains the dynamics. (Per-dimension spreads, measured,
-    # overshot: a term of 30-95 whose gradient drowned the Q loss.)
-    consistency_norm: bool = False
+    consistency_weight: float = 1.0  # the latent self-prediction term (2 - 2 cos, mean over the K steps)
     reward_weight: float = 1.0
     cont_weight: float = 1.0
     q_weight: float = 1.0

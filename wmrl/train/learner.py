@@ -3,18 +3,21 @@
 From a sampled sequence of L = K + n observations and the real actions between them:
 
     z_0 = encode(aug(o_0));  z_{k+1}, r_k, c_k = step(z_k, a_k)  for k < K        (online, with grad)
-    zbar_j = target.encode(aug(o_j))  for j = 1..L-1                              (EMA target, no grad)
+    zbar_j = target.encode(aug(o_j))  for j in 1..K and n..K+n-1                  (EMA target, no grad)
 
-    consistency  sum_k rho^k * mse(z_{k+1}, zbar_{k+1})   the V-JEPA-AC / SPR latent self-prediction
+    consistency  mean_k 2 - 2 cos(prediction(project(z_{k+1})), target.project(zbar_{k+1}))
+                 the V-JEPA-AC / SPR latent self-prediction, compared as SPR does: a cosine is
+                 scale-free, so it neither vanishes when latents of different states are close
+                 (an MSE on them measured ~1e-5 and taught the dynamics nothing) nor swamps Q
     reward       two-hot CE of r_k against the (clipped) real reward
     continuation BCE of c_k against "no termination and no lost life"
     Q            Huber of Q_e(z_k, a_k) against the n-step double-Q target
                  y_k = sum_{i<n} gamma^i r_{k+i} + gamma^n * alive * Qbar(zbar_{k+n}, argmax_a Q(zbar_{k+n}, a))
 
 so Q is learned on real latents (k = 0) and on unrolled ones (k > 0), which is where a search
-evaluates it. Every loss is masked past the end of an episode or a life. The encoder's learning
+evaluates it; the heads' step k weighs rho^k. Every loss is masked past the end of an episode or a life. The encoder's learning
 rate is `encoder_lr_scale` times the rest (0 freezes it); the target model is an EMA of the whole
-online model (encoder, readout and Q heads).
+online model (encoder, readout, projection and Q heads).
 """
 
 from __future__ import annotations
@@ -78,18 +81,18 @@ class Learner:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
         alive = 1.0 - self._tensor(batch.terminal).float()  # [B, L-1]
 
+        # The target encodes only the observations a loss looks at: o_1..o_K (consistency) and
+        # o_n..o_{K+n-1} (Q bootstrap); zbar[:, j - 1] is o_j's latent (others stay zero).
+        needed = sorted(set(range(1, K + 1)) | set(range(n, K + n)))
         with torch.no_grad():
-            later = random_shift(obs[:, 1:].flatten(0, 1), cfg.shift, self.generator)
-            zbar = self.target.encode(later).view(b, length - 1, -1)  # [B, L-1, D]: zbar[:, j-1] is o_j
-
-        scale = 1.0
-        if cfg.consistency_norm:  # in units of the batch's spread of target latents: ~1 - R² of the prediction
-            scale = zbar[valid[:, 1:] > 0].var(0).mean().sqrt().clamp_min(1e-12)  # scalar
-        z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
-        model.observe_latents(z.detach())  # the standardisation every head input goes through
-        with torch.no_grad():
+            later = random_shift(obs[:, needed].flatten(0, 1), cfg.shift, self.generator)
+            zbar = obs.new_zeros(b, length - 1, model.latent_dim)
+            zbar[:, [j - 1 for j in needed]] = self.target.encode(later).view(b, len(needed), -1)
+            pbar = [F.normalize(self.target.project(zbar[:, k]), dim=-1) for k in range(K)]  # K x [B, P]
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
-        losses = {"consistency": 0.0, "reward": 0.0, "cont": 0.0, "q": 0.0}
+
+        z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        losses, consistency = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0
         total_weight = 0.0
         for k in range(K):
             w = cfg.rho ** k
@@ -99,13 +102,14 @@ class Learner:
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
             z, reward_logits, cont_logit = model.step(z, action[:, k])
             step_mask = live[:, k]
-            mse = ((z - zbar[:, k]) / scale).pow(2).mean(-1)
-            losses["consistency"] = losses["consistency"] + w * _masked_mean(mse, valid[:, k + 1])
+            p = F.normalize(model.prediction(model.project(z)), dim=-1)
+            cosine = 2 - 2 * (p * pbar[k]).sum(-1)
+            consistency = consistency + _masked_mean(cosine, valid[:, k + 1]) / K  # every step alike
             ce = -(model.two_hot.encode(reward[:, k]) * F.log_softmax(reward_logits, -1)).sum(-1)
             losses["reward"] = losses["reward"] + w * _masked_mean(ce, step_mask)
             bce = F.binary_cross_entropy_with_logits(cont_logit, alive[:, k], reduction="none")
             losses["cont"] = losses["cont"] + w * _masked_mean(bce, step_mask)
-        losses = {k: v / total_weight for k, v in losses.items()}
+        losses = {"consistency": consistency, **{k: v / total_weight for k, v in losses.items()}}
         loss = (cfg.consistency_weight * losses["consistency"] + cfg.reward_weight * losses["reward"]
                 + cfg.cont_weight * losses["cont"] + cfg.q_weight * losses["q"])
 
@@ -116,8 +120,6 @@ class Learner:
         with torch.no_grad():
             for p, t in zip(model.parameters(), self.target.parameters()):
                 t.lerp_(p, cfg.tau)
-            for name in ("z_mean", "z_var", "z_seen"):  # the target standardises as the online model does
-                getattr(self.target, name).copy_(getattr(model, name))
         self.updates += 1
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
