@@ -14,7 +14,8 @@ import torch
 
 import toy_env
 from conftest import run_cli
-from wmrl.control.search import ExhaustiveSearch, SearchAgent, q_search_objective
+from wmrl.control.config import MPPISettings
+from wmrl.control.search import ExhaustiveSearch, SearchAgent, mppi, q_search_objective
 from wmrl.data.memory import TransitionMemory
 from wmrl.data.replay import ReplayDataset
 from wmrl.models.agent_model import AgentWorldModel
@@ -35,9 +36,9 @@ run: {{budget: {budget}, seed_steps: 200, stage1_steps: {stage1}, num_envs: 4, r
 """
 
 
-def toy_config(tmp_path: Path, budget: int = 1200, stage1: int = 0, eval_episodes: int = 10) -> Path:
-    card = tmp_path / "toyside.yaml"
-    card.write_text(toy_env.CARD)
+def toy_config(tmp_path: Path, budget: int = 1200, stage1: int = 0, eval_episodes: int = 10, card_text: str = toy_env.CARD) -> Path:
+    card = tmp_path / "card.yaml"
+    card.write_text(card_text)
     path = tmp_path / "toy.yaml"
     path.write_text(TOY_CONFIG.format(card=card, budget=budget, stage1=stage1, eval_episodes=eval_episodes))
     return path
@@ -76,7 +77,7 @@ class CliffModel(torch.nn.Module):
     continuation 0); action 1 pays 1 and leads to state 1, where Q is 1. Greedy Q picks 0, a depth-2
     search sees the lost life and picks 1."""
 
-    num_actions = 2
+    num_actions, continuous = 2, False
 
     def step(self, z, action):
         nxt = action.float()[:, None].expand(-1, 1)  # state index = the action taken
@@ -91,6 +92,9 @@ class CliffModel(torch.nn.Module):
         q_state0 = torch.tensor([2.0, 1.5])
         q_state1 = torch.tensor([1.0, 1.0])
         return torch.where(z[:, :1] > 0.5, q_state1, q_state0)[None]  # [1, B, A]
+
+    def q_taken(self, z, action):
+        return self.q(z).gather(-1, action[None, :, None])[..., 0]
 
 
 def test_search_sees_what_greedy_q_misses():
@@ -114,6 +118,66 @@ def toy_memory(steps: int = 300) -> TransitionMemory:
             obs, _ = env.reset()
             i = memory.start(obs.transpose(2, 0, 1))
     return memory
+
+
+class BowlModel(torch.nn.Module):
+    """One continuous action: the first step pays -(a - 0.6)^2, the latent stays put and Q is flat,
+    so the best first action is 0.6 (the policy prior proposes 0: a search must do better)."""
+
+    num_actions, continuous = 1, True
+
+    def step(self, z, action):
+        return z, -(action - 0.6).pow(2), torch.full((len(z),), 20.0)
+
+    def reward(self, logits):
+        return logits[:, 0]
+
+    def q_taken(self, z, action):
+        return torch.zeros(1, len(z))
+
+    def pi(self, z, generator=None, deterministic=False):
+        return torch.zeros(len(z), 1), torch.zeros(len(z))
+
+
+def test_mppi_finds_the_best_continuous_action_of_a_hand_built_model():
+    first = mppi(BowlModel(), torch.zeros(3, 4), 0.99, 2, MPPISettings(population=64, elites=8, iterations=5),
+                 torch.Generator().manual_seed(0))
+    assert first.shape == (3, 1) and torch.allclose(first, torch.full((3, 1), 0.6), atol=0.08)
+
+
+def reach_memory(steps: int = 300) -> TransitionMemory:
+    memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0, action_dim=1)
+    env = toy_env.ReachEnv()
+    obs, _ = env.reset(seed=0)
+    i, rng = memory.start(obs.transpose(2, 0, 1)), np.random.default_rng(0)
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, 1).astype(np.float32)
+        obs, reward, term, trunc, _ = env.step(action)
+        i = memory.add(i, action, reward, term, term or trunc, obs.transpose(2, 0, 1))
+        if term or trunc:
+            obs, _ = env.reset()
+            i = memory.start(obs.transpose(2, 0, 1))
+    return memory
+
+
+def test_continuous_learner_fits_q_and_the_agent_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                            AgentModelConfig(hidden=64), (2, 1, 12, 12), 1, continuous=True)
+    learner = Learner(model, LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0))
+    batch = reach_memory().sample(32, learner.cfg.sequence_length)
+    assert batch.action.shape == (32, 2, 1) and batch.action.dtype == np.float32
+    first = learner.update(batch)
+    for _ in range(60):
+        last = learner.update(batch)
+    assert np.isfinite(last["pi"]) and last["reward"] < 0.7 * first["reward"]
+    agent = SearchAgent(learner.model, depth=2, low=np.array([-2.0]), high=np.array([2.0]), mppi=MPPISettings(population=16, elites=4))
+    obs = np.random.default_rng(0).integers(0, 255, (5, 2, 1, 12, 12), dtype=np.uint8)
+    actions = agent.predict(obs)[0]
+    assert actions.shape == (5, 1) and np.abs(actions).max() <= 2.0
+    agent.save(tmp_path / "agent.pt")
+    loaded = SearchAgent.load(tmp_path / "agent.pt")
+    assert np.allclose(loaded.predict(obs)[0], actions) and loaded.mppi.population == 16
 
 
 def test_learner_reduces_its_losses_on_a_fixed_replay():
@@ -184,6 +248,16 @@ def test_online_agent_learns_the_toy_task_far_above_random(tmp_path):
     assert record["steps"] == 1200 and record["updates"] == 500
     assert record["eval"]["return_mean"] >= 9.0, record["eval"]
     assert ReplayDataset(out / "data").episode_steps.sum() == 1200
+
+
+def test_online_agent_learns_a_continuous_toy_task_far_above_random(tmp_path):
+    """The continuous agent (Q(z, a), the policy prior, MPPI): random play earns ~3.3 of 10."""
+    out = tmp_path / "run"
+    result = run_cli("run", "--config", toy_config(tmp_path, card_text=toy_env.REACH_CARD), "--out", out, "--no-progress",
+                     env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["eval"]["return_mean"] >= 7.0, record["eval"]
 
 
 def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_path):

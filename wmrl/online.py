@@ -21,6 +21,7 @@ SIGKILL are collected again (Ctrl-C / SIGTERM store them truncated first).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -53,9 +54,6 @@ class OnlineRun:
             raise UserError("wmrl run needs an env: the config names none (env: ...)")
         self.cfg, self.out, self.device, self.progress = cfg, Path(out), device, progress
         self.card = load_card(cfg.env)
-        if self.card.action.type != "discrete":
-            raise UserError(f"the online agent acts on discrete actions; env '{self.card.name}' is continuous "
-                            "(use run.loop: rounds)")
         self.record_path = self.out / "run.json"
         self.record = {"config": to_dict(cfg), "loop": "online", "steps": 0, "updates": 0, "progress": [], "eval": None}
 
@@ -71,19 +69,37 @@ class OnlineRun:
         r = self.cfg.run
         # Each episode adds one frame beyond its steps; Breakout episodes last >= ~100 steps.
         capacity = r.budget + r.budget // 20 + 4 * r.num_envs + 1000
-        memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=r.seed)
+        space = self.action_space
+        continuous = not hasattr(space, "n")
+        memory = TransitionMemory(capacity, frame_shape, self.card.frame_stack, seed=r.seed,
+                                  action_dim=space.shape[0] if continuous else None)
         data = self.out / "data"
         if is_dataset(data):
             meta = read_metadata(data)
             lives = state_spans([tuple(x) for x in meta["wmrl"].get("state_layout", [])]).get("lives")
             for i in range(meta["total_episodes"]):
                 episode = read_episode(data, i, frame_shape)
+                if continuous:  # the dataset keeps the env's units; the model learns on [-1, 1]
+                    episode = dataclasses.replace(episode, actions=self._unit(episode.actions))
                 memory.add_episode(episode, None if lives is None or episode.states is None else episode.states[:, lives][:, 0])
         return memory
 
-    def _model(self, num_actions: int, stack_shape: tuple[int, ...]) -> AgentWorldModel:
+    def _model(self, stack_shape: tuple[int, ...]) -> AgentWorldModel:
         torch.manual_seed(self.cfg.run.seed)
-        return AgentWorldModel(self.cfg.stage1.model.encoder, self.cfg.learner.model, stack_shape, num_actions)
+        space = self.action_space
+        continuous = not hasattr(space, "n")
+        return AgentWorldModel(self.cfg.stage1.model.encoder, self.cfg.learner.model, stack_shape,
+                               space.shape[0] if continuous else space.n, continuous)
+
+    def _agent(self, model: AgentWorldModel, seed: int, epsilon: float = 0.0) -> SearchAgent:
+        s, space = self.cfg.search, self.action_space
+        bounds = {"low": space.low, "high": space.high} if model.continuous else {}
+        return SearchAgent(model, s.depth, self.cfg.learner.gamma, epsilon, seed=seed, mppi=s.mppi, **bounds)
+
+    def _unit(self, actions: np.ndarray) -> np.ndarray:
+        """Continuous env actions [..., A] -> [-1, 1]."""
+        low, high = self.action_space.low, self.action_space.high
+        return (2 * (np.asarray(actions, np.float32) - low) / (high - low) - 1).astype(np.float32)
 
     def _pretrain(self, model: AgentWorldModel) -> None:
         """Stage-1 V-JEPA on the seed data; the agent's encoder starts from its EMA target encoder."""
@@ -123,6 +139,7 @@ class OnlineRun:
     def _learn(self, venv) -> None:
         cfg, r = self.cfg, self.cfg.run
         writer = open_writer(self.out / "data", self.card, venv, append=True)
+        self.action_space = venv.single_action_space  # Discrete, or Box (continuous)
         frame_shape = tuple(venv.single_observation_space.shape[1:])
         stack_shape = tuple(venv.single_observation_space.shape)
         self.memory = self._memory(frame_shape)
@@ -130,7 +147,7 @@ class OnlineRun:
         if steps >= r.budget and (self.out / "learner.pt").is_file():
             return
         log = MetricsLog(self.out)
-        model = self._model(venv.single_action_space.n, stack_shape)
+        model = self._model(stack_shape)
         learner, checkpoint = None, self.out / "learner.pt"
         if checkpoint.is_file():
             learner = Learner(model, cfg.learner, self.device, seed=r.seed)
@@ -138,7 +155,7 @@ class OnlineRun:
             learner.load_state_dict(saved["learner"])
             self.memory.rng.bit_generator.state = saved["memory_rng"]
             log.truncate_after(saved["steps"])
-        agent = None if learner is None else SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
+        agent = None if learner is None else self._agent(learner.model, seed=r.seed + steps)
         action_rng = np.random.default_rng(r.seed + steps)
 
         obs, info = venv.reset(seed=r.seed + steps)
@@ -168,13 +185,16 @@ class OnlineRun:
                         store_running()  # stage 1 reads the dataset: every seed step is there to learn from
                         self._pretrain(model)
                     learner = Learner(model, cfg.learner, self.device, seed=r.seed)
-                    agent = SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, seed=r.seed + steps)
+                    agent = self._agent(learner.model, seed=r.seed + steps)
                 if agent is None:
-                    actions = action_rng.integers(venv.single_action_space.n, size=r.num_envs)
+                    space = venv.single_action_space
+                    actions = (action_rng.integers(space.n, size=r.num_envs) if hasattr(space, "n") else
+                               action_rng.uniform(space.low, space.high, (r.num_envs, *space.shape)).astype(np.float32))
                 else:
                     learner.model.eval()
                     actions = agent.act(obs, cfg.search.epsilon(steps - r.seed_steps))
                 obs, rewards, terminated, truncated, info = venv.step(actions)
+                learned = actions if self.memory.action.ndim == 1 else self._unit(actions)  # what the memory keeps
                 state = info.get("state")
                 new_lives = np.asarray(info.get("lives", lives))
                 done = terminated | truncated
@@ -184,7 +204,7 @@ class OnlineRun:
                         final_state = info["final_info"].get("state")
                         buffers[i].add(actions[i], rewards[i], terminated[i], truncated[i], final,
                                        None if final_state is None else final_state[i])
-                        self.memory.add(last[i], actions[i], rewards[i], bool(terminated[i]), True, final)
+                        self.memory.add(last[i], learned[i], rewards[i], bool(terminated[i]), True, final)
                         writer.write(buffers[i].to_episode())
                         returns.append(float(np.sum(buffers[i].rewards)))
                         log.log({"step": steps + r.num_envs, "episode_return": returns[-1], "episode_steps": len(buffers[i].rewards)})
@@ -195,7 +215,7 @@ class OnlineRun:
                         frame = obs[i, -1].copy()
                         lost = bool(new_lives[i] < lives[i])  # terminal for learning; the episode goes on
                         buffers[i].add(actions[i], rewards[i], False, False, frame, None if state is None else state[i])
-                        last[i] = self.memory.add(last[i], actions[i], rewards[i], lost, lost, frame)
+                        last[i] = self.memory.add(last[i], learned[i], rewards[i], lost, lost, frame)
                 lives = new_lives
                 steps += r.num_envs
                 if learner is not None:
@@ -215,7 +235,7 @@ class OnlineRun:
             store_running()  # budget spent or interrupted: keep the unfinished episodes
             if learner is not None:
                 self._save(learner, writer.meta["total_steps"], episodes)
-                SearchAgent(learner.model, cfg.search.depth, cfg.learner.gamma, cfg.search.explore_end).save(self.out / "agent.pt")
+                self._agent(learner.model, r.seed, cfg.search.explore_end).save(self.out / "agent.pt")
             log.close()
 
     def _progress(self, steps: int, learner: Learner | None, returns: list[float], start: float) -> None:

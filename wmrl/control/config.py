@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -39,11 +39,31 @@ class PlannerConfig:
 
 
 @dataclass
+class MPPISettings:
+    """Continuous actions: TD-MPC2's MPPI over `search.depth` steps (wmrl.control.search)."""
+
+    population: int = 128  # Gaussian candidate sequences per iteration
+    policy_samples: int = 16  # candidates rolled out by the policy prior (the same in every iteration)
+    elites: int = 16
+    iterations: int = 4
+    temperature: float = 0.5  # softmax temperature over scores divided by their spread
+    min_std: float = 0.05  # in action units ([-1, 1])
+
+    def __post_init__(self):
+        if min(self.population, self.elites, self.iterations) < 1 or self.policy_samples < 0:
+            raise ValueError("search.mppi: population, elites and iterations must be >= 1, policy_samples >= 0")
+        if self.elites > self.population + self.policy_samples or self.temperature <= 0:
+            raise ValueError("search.mppi: elites must be <= population + policy_samples, temperature > 0")
+
+
+@dataclass
 class SearchConfig:
     """Acting of the online agent (wmrl.control.search): depth-d search with Q at the leaves, and
-    the epsilon-greedy exploration schedule of `wmrl run` (linear over real env steps)."""
+    the exploration schedule of `wmrl run` (linear over real env steps): epsilon-greedy for
+    discrete actions, Gaussian noise of that std (in [-1, 1] action units) for continuous ones."""
 
-    depth: int = 2  # 1: greedy Q
+    depth: int = 2  # discrete: 1 is greedy Q; continuous: MPPI's horizon (1: Q alone)
+    mppi: MPPISettings = field(default_factory=MPPISettings)
     explore_start: float = 1.0
     explore_end: float = 0.02
     explore_steps: int = 10_000  # env steps (after the random seed steps) to go from start to end

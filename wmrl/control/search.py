@@ -1,7 +1,9 @@
-"""Acting for discrete actions: a depth-d search over the agent's world model with Q at the leaves.
+"""Acting: a depth-d search over the agent's world model with Q at the leaves.
 
-Every sequence of d actions is scored (A**d candidates: 16 for Breakout at depth 2), for all envs
-in one batched rollout:
+Discrete actions: every sequence of d actions is scored (A**d candidates: 16 for Breakout at
+depth 2). Continuous actions: TD-MPC2's MPPI, whose candidates mix Gaussian samples with sequences
+rolled out by the policy prior pi, refitted to the elites for a few iterations; the agent takes the
+first action of the final mean. Both score a sequence, for all envs in one batched rollout, by
 
     score(a_0 .. a_{d-1}) = sum_{t<d-1} gamma^t C_t r(z_t, a_t) + gamma^{d-1} C_{d-1} Q(z_{d-1}, a_{d-1})
 
@@ -9,7 +11,8 @@ where z_0 is the encoded observation, z_{t+1} the predicted next latent, r the p
 C_t the product of predicted continuations (a predicted lost life ends the value). Depth 1 is
 greedy Q; deeper searches let the model's rewards and continuations correct Q. The agent takes
 the first action of the best sequence. `ExhaustiveSearch` knows nothing of models: it enumerates
-candidates and asks an objective, as the CEM/MPPI optimizers do.
+candidates and asks an objective, as the CEM/MPPI optimizers do. A continuous agent acts in the
+env's units (`low`, `high`); the model sees actions scaled to [-1, 1].
 
     >>> agent = SearchAgent(model, depth=2, gamma=0.99)
     >>> action, _ = agent.predict(obs)          # obs [K, C, H, W] or [N, K, C, H, W] uint8
@@ -28,9 +31,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from wmrl.control.config import MPPISettings
 from wmrl.models.agent_model import AgentWorldModel
 
-BatchObjective = Callable[[torch.Tensor], torch.Tensor]  # actions [N, S, d] long -> scores [N, S]
+BatchObjective = Callable[[torch.Tensor], torch.Tensor]  # actions [N, S, d] long or [N, S, d, A] -> scores [N, S]
 
 
 class ExhaustiveSearch:
@@ -53,39 +57,89 @@ def q_search_objective(model: AgentWorldModel, z: torch.Tensor, gamma: float) ->
     """Scores of action sequences [N, S, d] from the latents z [N, D] (see the module docstring)."""
 
     def objective(actions: torch.Tensor) -> torch.Tensor:
-        n, s, d = actions.shape
+        n, s, d = actions.shape[:3]
         zt = z.repeat_interleave(s, 0)  # [N*S, D]
-        flat = actions.reshape(n * s, d)
+        flat = actions.reshape(n * s, d, *actions.shape[3:])
         score = torch.zeros(n * s, device=z.device)
         discount = torch.ones(n * s, device=z.device)
         for t in range(d - 1):
             zt, reward_logits, cont_logit = model.step(zt, flat[:, t])
             score = score + discount * model.reward(reward_logits)
             discount = discount * gamma * torch.sigmoid(cont_logit)
-        q = model.q(zt).mean(0).gather(1, flat[:, -1:])[:, 0]  # [N*S]: the ensemble's mean at the last action
+        q = model.q_taken(zt, flat[:, -1]).mean(0)  # [N*S]: the ensemble's mean at the last action
         return (score + discount * q).view(n, s)
 
     return objective
 
 
-class SearchAgent:
-    """Acts by `ExhaustiveSearch` with the Q objective; epsilon-greedy when not deterministic."""
+@torch.no_grad()
+def mppi(model: AgentWorldModel, z: torch.Tensor, gamma: float, depth: int, cfg: MPPISettings,
+         generator: torch.Generator) -> torch.Tensor:
+    """Continuous actions: z [N, D] -> the first action [N, A] in [-1, 1] of MPPI's final mean."""
+    n, a = len(z), model.num_actions
+    objective = q_search_objective(model, z, gamma)
+    randn = lambda *shape: torch.randn(shape, generator=generator).to(z.device)  # noqa: E731
+    zp, rolled = z.repeat_interleave(cfg.policy_samples, 0), []
+    for t in range(depth):  # the policy prior's own sequences, fixed over the iterations
+        action = model.pi(zp, generator)[0]
+        rolled.append(action)
+        if t < depth - 1:
+            zp = model.step(zp, action)[0]
+    prior = torch.stack(rolled, 1).view(n, cfg.policy_samples, depth, a)  # [N, P, d, A]
+    mean, std = z.new_zeros(n, depth, a), z.new_ones(n, depth, a)
+    for _ in range(cfg.iterations):
+        samples = (mean[:, None] + std[:, None] * randn(n, cfg.population, depth, a)).clamp(-1, 1)
+        candidates = torch.cat([prior, samples], 1)  # [N, P+S, d, A]
+        scores, idx = objective(candidates).topk(cfg.elites, 1)  # [N, E]
+        elites = candidates.gather(1, idx[..., None, None].expand(-1, -1, depth, a))  # [N, E, d, A]
+        spread = scores.std(1, keepdim=True).nan_to_num(1.0) + 1e-8
+        w = torch.softmax((scores - scores[:, :1]) / (cfg.temperature * spread), 1)[..., None, None]  # [N, E, 1, 1]
+        mean = (w * elites).sum(1)
+        std = (w * (elites - mean[:, None]).pow(2)).sum(1).sqrt().clamp(cfg.min_std, 2.0)
+    return mean[:, 0]
 
-    def __init__(self, model: AgentWorldModel, depth: int = 2, gamma: float = 0.99, epsilon: float = 0.0, seed: int = 0):
+
+class SearchAgent:
+    """Acts by the search with the Q objective (exhaustive for discrete actions, MPPI for continuous
+    ones); explores with `epsilon` when not deterministic (discrete: a random action with that
+    probability; continuous: Gaussian noise of that std in [-1, 1] units). `low`/`high` [A]: the
+    env's bounds of a continuous action."""
+
+    def __init__(self, model: AgentWorldModel, depth: int = 2, gamma: float = 0.99, epsilon: float = 0.0, seed: int = 0,
+                 mppi: MPPISettings | None = None, low: np.ndarray | None = None, high: np.ndarray | None = None):
         self.model = model.eval()
         self.depth, self.gamma, self.epsilon = depth, gamma, epsilon
         self.device = next(model.parameters()).device
-        self.search = ExhaustiveSearch(model.num_actions, depth, self.device)
         self.rng = np.random.default_rng(seed)
+        if model.continuous:
+            if low is None or high is None:
+                raise ValueError("a continuous search agent needs the action bounds low and high")
+            self.mppi = mppi or MPPISettings()
+            self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+            self.generator = torch.Generator().manual_seed(seed)
+        else:
+            self.search = ExhaustiveSearch(model.num_actions, depth, self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
-        """obs [N, K, C, H, W] uint8 -> actions [N] int64 (random with probability `epsilon`)."""
+        """obs [N, K, C, H, W] uint8 -> actions [N] int64, or [N, A] float32 in the env's units."""
         z = self.model.encode(torch.as_tensor(obs, device=self.device))
+        if self.model.continuous:
+            unit = mppi(self.model, z, self.gamma, self.depth, self.mppi, self.generator).cpu().numpy()
+            unit = np.clip(unit + epsilon * self.rng.standard_normal(unit.shape), -1, 1)
+            return self.to_env(unit)
         best, _ = self.search.optimize_batch(q_search_objective(self.model, z, self.gamma), len(z))
         actions = best[:, 0].cpu().numpy()
         explore = self.rng.random(len(actions)) < epsilon
         return np.where(explore, self.rng.integers(self.model.num_actions, size=len(actions)), actions)
+
+    def to_env(self, unit: np.ndarray) -> np.ndarray:
+        """Continuous actions [..., A] in [-1, 1] -> the env's units."""
+        return (self.low + (unit + 1) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+    def to_unit(self, action: np.ndarray) -> np.ndarray:
+        """The env's continuous actions [..., A] -> [-1, 1] (what the model is trained on)."""
+        return (2 * (np.asarray(action, np.float32) - self.low) / (self.high - self.low) - 1).astype(np.float32)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """The collector's policy interface: obs [N, K, C, H, W] -> actions [N], exploring at `epsilon`."""
@@ -105,6 +159,8 @@ class SearchAgent:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"kind": "search", "model": self.model.describe(), "depth": self.depth, "gamma": self.gamma,
                    "epsilon": self.epsilon}
+        if self.model.continuous:
+            payload.update(mppi=vars(self.mppi), low=self.low.tolist(), high=self.high.tolist())
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -126,4 +182,7 @@ class SearchAgent:
     @classmethod
     def from_payload(cls, payload: dict, device: str = "cpu") -> SearchAgent:
         model = AgentWorldModel.from_checkpoint(payload).to(device)
-        return cls(model, payload["depth"], payload["gamma"], payload["epsilon"])
+        if not model.continuous:
+            return cls(model, payload["depth"], payload["gamma"], payload["epsilon"])
+        return cls(model, payload["depth"], payload["gamma"], payload["epsilon"], mppi=MPPISettings(**payload["mppi"]),
+                   low=np.asarray(payload["low"]), high=np.asarray(payload["high"]))

@@ -27,7 +27,7 @@ class SequenceBatch:
     """B sequences of L observations (stacks) and the L-1 steps between them."""
 
     obs: np.ndarray  # [B, L, K, C, H, W] uint8
-    action: np.ndarray  # [B, L-1] int64
+    action: np.ndarray  # [B, L-1] int64 (discrete) or [B, L-1, A] float32 (continuous, in [-1, 1])
     reward: np.ndarray  # [B, L-1] float32
     terminal: np.ndarray  # [B, L-1] bool: termination or lost life at this step
     live: np.ndarray  # [B, L-1] bool: the step exists (taken from a valid observation)
@@ -35,9 +35,11 @@ class SequenceBatch:
 
 
 class TransitionMemory:
-    def __init__(self, capacity: int, frame_shape: tuple[int, int, int], frame_stack: int, seed: int = 0):
+    def __init__(self, capacity: int, frame_shape: tuple[int, int, int], frame_stack: int, seed: int = 0,
+                 action_dim: int | None = None):
+        """`action_dim`: None for discrete actions (int64), else the continuous actions' size (float32)."""
         self.frames = np.zeros((capacity, *frame_shape), np.uint8)
-        self.action = np.zeros(capacity, np.int64)
+        self.action = np.zeros(capacity, np.int64) if action_dim is None else np.zeros((capacity, action_dim), np.float32)
         self.reward = np.zeros(capacity, np.float32)
         self.terminal = np.zeros(capacity, bool)  # terminal for learning (termination or lost life)
         self.ends = np.zeros(capacity, bool)  # any end: terminal or truncation
@@ -106,6 +108,7 @@ class TransitionMemory:
             index[:, j] = np.where(valid[:, j], nxt, last)  # past the end: repeat (masked out by `valid`)
         steps = index[:, :-1]
         live = valid[:, :-1] & (self.next[steps] >= 0)  # a step exists where its observation does and was taken
-        return SequenceBatch(self.stacks(index), np.where(live, self.action[steps], 0),
+        taken = live.reshape(*live.shape, *([1] * (self.action.ndim - 1)))
+        return SequenceBatch(self.stacks(index), np.where(taken, self.action[steps], 0).astype(self.action.dtype),
                              np.where(live, self.reward[steps], 0).astype(np.float32),
                              live & self.terminal[steps], live, valid)

@@ -3,6 +3,8 @@
     stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
     (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
+    (z, a)  --Q-ensemble-->  Q [E, B]     (continuous actions in [-1, 1]^A)
+    z       --policy prior-->  a ~ tanh(N(mu, sigma))  (continuous actions: TD-MPC2's pi)
     z       --projection-->  p [B, P]  (the space the latent self-prediction loss compares in, SPR)
 
 The encoder is the V-JEPA ViT (its weights may come from stage 1), trained further by the losses of
@@ -19,6 +21,8 @@ DQN's: linear layers and ReLUs.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +44,18 @@ def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
+LOG_STD = (-5.0, 1.0)  # the policy prior's log-std range (TD-MPC2)
+
+
 class AgentWorldModel(nn.Module):
-    """`stack_shape` (K, C, H, W) of the observations; `num_actions` discrete actions."""
+    """`stack_shape` (K, C, H, W) of the observations; `num_actions` discrete actions, or with
+    `continuous` the size of a continuous action in [-1, 1]^num_actions."""
 
     def __init__(self, encoder: EncoderConfig, cfg: AgentModelConfig, stack_shape: tuple[int, int, int, int],
-                 num_actions: int):
+                 num_actions: int, continuous: bool = False):
         super().__init__()
         k, c, h, w = stack_shape
-        self.encoder_cfg, self.cfg, self.num_actions = encoder, cfg, int(num_actions)
+        self.encoder_cfg, self.cfg, self.num_actions, self.continuous = encoder, cfg, int(num_actions), bool(continuous)
         self.stack_shape = tuple(int(x) for x in stack_shape)
         self.encoder = VisionTransformer(encoder, k, c, (h, w))
         # Each token keeps its own dims, in grid order, so the latent keeps what happens where: a
@@ -60,7 +68,9 @@ class AgentWorldModel(nn.Module):
         self.next_head = nn.Linear(cfg.hidden, latent)
         self.reward_head = nn.Linear(cfg.hidden, cfg.reward_bins)
         self.cont_head = nn.Linear(cfg.hidden, 1)
-        self.q_heads = nn.ModuleList(mlp(latent, cfg.hidden, num_actions) for _ in range(cfg.q_heads))
+        q_in, q_out = (latent + num_actions, 1) if continuous else (latent, num_actions)
+        self.q_heads = nn.ModuleList(mlp(q_in, cfg.hidden, q_out) for _ in range(cfg.q_heads))
+        self.policy = mlp(latent, cfg.hidden, 2 * num_actions) if continuous else None
         # BYOL's projector: its BatchNorm takes away what all states of a batch share, so the cosine
         # compares how states differ (measured: through one linear map, 2 - 2 cos fell to 6e-5 within
         # 200 updates, the common part aligning every prediction with every target). Used only by
@@ -82,12 +92,38 @@ class AgentWorldModel(nn.Module):
 
     def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z [B, D], action [B] long -> next z [B, D], reward logits [B, bins], continuation logit [B]."""
-        h = self.dynamics(torch.cat([z, F.one_hot(action, self.num_actions).to(z.dtype)], -1))
+        h = self.dynamics(torch.cat([z, self.action_input(action, z.dtype)], -1))
         return renormalise(z + self.next_head(h)), self.reward_head(h), self.cont_head(h).squeeze(-1)
 
-    def q(self, z: torch.Tensor) -> torch.Tensor:
-        """z [B, D] -> Q [E, B, A] of every ensemble member."""
+    def action_input(self, action: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """action [B] long (one-hot) or [B, A] float -> [B, A]."""
+        return action.to(dtype) if self.continuous else F.one_hot(action, self.num_actions).to(dtype)
+
+    def q(self, z: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        """Discrete: z [B, D] -> Q [E, B, A] of every ensemble member and action.
+        Continuous: z [B, D], action [B, A] -> Q [E, B]."""
+        if self.continuous:
+            x = torch.cat([z, action.to(z.dtype)], -1)
+            return torch.stack([head(x)[..., 0] for head in self.q_heads])
         return torch.stack([head(z) for head in self.q_heads])
+
+    def q_taken(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Q [E, B] of the actions taken: action [B] long or [B, A] float."""
+        if self.continuous:
+            return self.q(z, action)
+        return self.q(z).gather(-1, action[None, :, None].expand(len(self.q_heads), -1, 1))[..., 0]
+
+    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None,
+           deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continuous policy prior: z [B, D] -> action [B, A] in (-1, 1) and its log-probability [B]
+        (a tanh-squashed Gaussian; `deterministic` takes its mean)."""
+        mu, log_std = self.policy(z).chunk(2, -1)
+        log_std = LOG_STD[0] + 0.5 * (LOG_STD[1] - LOG_STD[0]) * (torch.tanh(log_std) + 1)
+        noise = torch.zeros_like(mu) if deterministic else torch.randn(mu.shape, generator=generator).to(mu.device)
+        u = mu + noise * log_std.exp()
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        action = torch.tanh(u)
+        return action, log_prob - torch.log1p(-action.pow(2) + 1e-6).sum(-1)  # the tanh's change of volume
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, D] -> p [B, P]: the space the latent self-prediction loss compares in."""
@@ -104,7 +140,7 @@ class AgentWorldModel(nn.Module):
         desc = payload["model"]
         model = cls(from_dict(EncoderConfig, desc["encoder"], source="checkpoint"),
                     from_dict(AgentModelConfig, desc["config"], source="checkpoint"), tuple(desc["stack_shape"]),
-                    desc["num_actions"])
+                    desc["num_actions"], desc.get("continuous", False))
         model.load_state_dict(desc["state"])
         return model
 
@@ -113,4 +149,4 @@ class AgentWorldModel(nn.Module):
         from wmrl.config import to_dict
 
         return {"encoder": to_dict(self.encoder_cfg), "config": to_dict(self.cfg), "stack_shape": list(self.stack_shape), "num_actions": self.num_actions,
-                "state": self.state_dict()}
+                "continuous": self.continuous, "state": self.state_dict()}

@@ -98,6 +98,7 @@ class LearnerConfig:
     reward_weight: float = 1.0
     cont_weight: float = 1.0
     q_weight: float = 1.0
+    entropy_coef: float = 1e-4  # continuous actions: the policy prior's entropy bonus (TD-MPC2)
 
     def __post_init__(self):
         if min(self.batch_size, self.unroll, self.n_step) < 1 or self.lr <= 0 or self.encoder_lr_scale < 0:

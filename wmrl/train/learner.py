@@ -63,7 +63,8 @@ class Learner:
         else:
             model.encoder.requires_grad_(False)
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-        self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets
+        self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets, policy samples
+        self.q_scale = torch.ones((), device=self.device)  # continuous: running 5-95% spread of Q
         self.updates = 0
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -92,12 +93,13 @@ class Learner:
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
-        losses, consistency = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0
+        losses, consistency, latents = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0, []
         total_weight = 0.0
         for k in range(K):
             w = cfg.rho ** k
             total_weight += w
-            q = model.q(z).gather(-1, action[None, :, k, None].expand(len(model.q_heads), -1, 1))[..., 0]  # [E, B]
+            q = model.q_taken(z, action[:, k])  # [E, B]
+            latents.append(z)
             huber = F.smooth_l1_loss(q, targets[None, :, k].expand_as(q), reduction="none").mean(0)
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
             z, reward_logits, cont_logit = model.step(z, action[:, k])
@@ -115,6 +117,9 @@ class Learner:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if model.continuous:  # the policy prior climbs Q on the (detached) real and unrolled latents
+            losses["pi"] = self._policy_loss(torch.cat(latents).detach())
+            losses["pi"].backward(inputs=list(model.policy.parameters()))  # Q and the encoder do not follow it
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         with torch.no_grad():
@@ -124,6 +129,15 @@ class Learner:
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
 
+    def _policy_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """TD-MPC2's: -Q(z, pi(z)) in units of Q's running 5-95% spread, minus a small entropy bonus."""
+        action, log_prob = self.model.pi(z, self.generator)
+        q = self.model.q(z, action).mean(0)  # [B]
+        with torch.no_grad():
+            spread = torch.quantile(q, 0.95) - torch.quantile(q, 0.05)
+            self.q_scale.lerp_(spread, 0.01)
+        return (self.cfg.entropy_coef * log_prob - q / self.q_scale.clamp_min(1.0)).mean()
+
     def _q_targets(self, zbar: torch.Tensor, reward: torch.Tensor, alive: torch.Tensor, live: torch.Tensor,
                    valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """n-step double-Q targets y [B, K] for the steps 0..K-1, and where they are defined [B, K]:
@@ -131,8 +145,12 @@ class Learner:
         cfg = self.cfg
         K, n = cfg.unroll, cfg.n_step
         boot = zbar[:, n - 1:]  # [B, K, D]: the bootstrap latents o_n .. o_{K+n-1}, the only ones used
-        best = self.model.q(boot).mean(0).argmax(-1, keepdim=True)  # double Q picks with the online heads ...
-        q_target = self.target.q(boot).mean(0).gather(-1, best)[..., 0]  # [B, K]: ... and evaluates with the target's
+        if self.model.continuous:  # the policy prior's action, valued by the target ensemble's minimum (TD-MPC2)
+            flat = boot.flatten(0, 1)
+            q_target = self.target.q(flat, self.model.pi(flat, self.generator)[0]).min(0).values.view(boot.shape[:2])
+        else:
+            best = self.model.q(boot).mean(0).argmax(-1, keepdim=True)  # double Q picks with the online heads ...
+            q_target = self.target.q(boot).mean(0).gather(-1, best)[..., 0]  # [B, K]: ... and evaluates with the target's
         y, mask = [], []
         for k in range(K):
             ret, disc = torch.zeros_like(reward[:, 0]), torch.ones_like(reward[:, 0])
@@ -148,7 +166,7 @@ class Learner:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "updates": self.updates,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "q_scale": self.q_scale}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -156,6 +174,7 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
         self.generator.set_state(state["generator"])
+        self.q_scale.copy_(state["q_scale"])
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
