@@ -105,13 +105,14 @@ def test_search_sees_what_greedy_q_misses():
     assert scores.shape == (1, 4) and scores[0].max() == pytest.approx(1 + 0.99 * 1.0, abs=1e-4)
 
 
-def toy_memory(steps: int = 300) -> TransitionMemory:
-    memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0)
-    env = toy_env.SideEnv()
+def toy_memory(steps: int = 300, continuous: bool = False) -> TransitionMemory:
+    """Random play of the discrete toy env (or the continuous one) in a replay memory."""
+    memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0, action_dim=1 if continuous else None)
+    env = toy_env.ReachEnv() if continuous else toy_env.SideEnv()
     obs, _ = env.reset(seed=0)
     i, rng = memory.start(obs.transpose(2, 0, 1)), np.random.default_rng(0)
     for _ in range(steps):
-        action = int(rng.integers(2))
+        action = rng.uniform(-1, 1, 1).astype(np.float32) if continuous else int(rng.integers(2))
         obs, reward, term, trunc, _ = env.step(action)
         i = memory.add(i, action, reward, term, term or trunc, obs.transpose(2, 0, 1))
         if term or trunc:
@@ -145,27 +146,12 @@ def test_mppi_finds_the_best_continuous_action_of_a_hand_built_model():
     assert first.shape == (3, 1) and torch.allclose(first, torch.full((3, 1), 0.6), atol=0.08)
 
 
-def reach_memory(steps: int = 300) -> TransitionMemory:
-    memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0, action_dim=1)
-    env = toy_env.ReachEnv()
-    obs, _ = env.reset(seed=0)
-    i, rng = memory.start(obs.transpose(2, 0, 1)), np.random.default_rng(0)
-    for _ in range(steps):
-        action = rng.uniform(-1, 1, 1).astype(np.float32)
-        obs, reward, term, trunc, _ = env.step(action)
-        i = memory.add(i, action, reward, term, term or trunc, obs.transpose(2, 0, 1))
-        if term or trunc:
-            obs, _ = env.reset()
-            i = memory.start(obs.transpose(2, 0, 1))
-    return memory
-
-
 def test_continuous_learner_fits_q_and_the_agent_saves_and_loads(tmp_path):
     torch.manual_seed(0)
     model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
                             AgentModelConfig(hidden=64), (2, 1, 12, 12), 1, continuous=True)
     learner = Learner(model, LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0))
-    batch = reach_memory().sample(32, learner.cfg.sequence_length)
+    batch = toy_memory(continuous=True).sample(32, learner.cfg.sequence_length)
     assert batch.action.shape == (32, 2, 1) and batch.action.dtype == np.float32
     first = learner.update(batch)
     for _ in range(60):
