@@ -9,7 +9,8 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
                     84x84, VecFrameStack 4), as the rl-zoo trains them; Atari cards only
     sac             SB3 SAC, continuous actions
     wmrl            `wmrl run` with the online agent: a world model learned from reward end to end,
-                    acting by search with Q at the leaves (discrete actions)
+                    acting by search with Q at the leaves (discrete actions: every short action
+                    sequence; continuous ones: MPPI with policy-prior samples)
     wmrl-mpc        `wmrl run` with run.loop rounds: collect -> stage 1 -> stage 2 rounds, then the MPC planner
     wmrl-imagine    an SB3 policy trained in the imagination env of the wmrl-mpc run's last world
                     model (the same seed's folder, so no extra real steps)
@@ -35,7 +36,7 @@ from wmrl.errors import UserError
 from wmrl.policies import SB3Policy
 
 AGENTS = ("random", "ppo", "a2c", "dqn", "ppo-zoo", "a2c-zoo", "dqn-zoo", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
-DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "dqn-zoo", "wmrl"}, {"sac"}
+DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "dqn-zoo"}, {"sac"}
 ZOO = {"ppo-zoo": "ppo", "a2c-zoo": "a2c", "dqn-zoo": "dqn"}  # SB3's Atari preprocessing -> the algorithm
 
 # SB3 zoo Atari settings; replay buffers hold at most the whole budget (zoo: 10M steps, 1M-step buffers).

@@ -48,7 +48,7 @@ def _grid(envs: dict[str, tuple[str, ...]], budget: int, episodes: int, **kw) ->
 # Each SB3 baseline twice: on the card (the wmrl agents' frames) and on SB3's own Atari preprocessing
 # (the zoo variants; Atari cards only), so the table compares with the stronger of the two.
 DISCRETE_AGENTS = ("random", "ppo", "dqn", "a2c", "ppo-zoo", "dqn-zoo", "a2c-zoo", "wmrl")
-CONTINUOUS_AGENTS = ("random", "ppo", "sac", "wmrl-mpc", "wmrl-imagine")
+CONTINUOUS_AGENTS = ("random", "ppo", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
 
 SUITES: dict[str, list[Cell]] = {
     # Proves the harness end to end in minutes: every agent kind on both action types.
