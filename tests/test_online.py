@@ -244,6 +244,10 @@ def test_online_agent_learns_a_continuous_toy_task_far_above_random(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
     assert record["eval"]["return_mean"] >= 7.0, record["eval"]
+    result = run_cli("eval", "--agent", out, "--episodes", "2", env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    diagnostics = json.loads((out / "eval_agent.json").read_text())
+    assert len(diagnostics["action_histogram"]) == 5 and diagnostics["spearman_maxq_return"] == diagnostics["spearman_maxq_return"]
 
 
 def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_path):

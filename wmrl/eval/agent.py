@@ -33,7 +33,7 @@ def play(env, agent: SearchAgent, episodes: int, seed: int, max_steps: int) -> l
             action, _ = agent.predict(np.asarray(obs))
             obs, reward, terminated, truncated, info = env.step(action)
             rows["obs"].append(np.asarray(obs))
-            rows["action"].append(int(action))
+            rows["action"].append(np.asarray(action).copy() if agent.model.continuous else int(action))
             rows["reward"].append(float(reward))
             rows["lives"].append(info.get("lives", 0))
             rows["state"].append(info.get("state"))
@@ -55,11 +55,14 @@ def returns_to_life_end(reward: np.ndarray, lives: np.ndarray, gamma: float, cli
 
 
 def probe_targets(layout: list[tuple[str, int]], state: np.ndarray) -> dict[str, np.ndarray]:
-    """Scalar fields of a state [T, S] (not lives), plus ball x - paddle x where both exist."""
+    """Scalar fields of a state [T, S] (not lives) and each component of fields of 2-4 numbers
+    (Reacher's fingertip and target: "target[0]"...), plus ball x - paddle x where both exist."""
     targets, start = {}, 0
     for name, size in layout:
         if size == 1 and name != "lives":
             targets[name] = state[:, start]
+        elif 2 <= size <= 4:
+            targets.update({f"{name}[{k}]": state[:, start + k] for k in range(size)})
         start += size
     if "ball_x" in targets and "paddle_x" in targets:
         targets["ball_x - paddle_x"] = targets["ball_x"] - targets["paddle_x"]
@@ -80,29 +83,40 @@ def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_step
     states = []
     for e, ep in enumerate(played):
         z = torch.cat([model.encode(torch.as_tensor(ep["obs"][i:i + 256])) for i in range(0, len(ep["obs"]), 256)])
-        q = model.q(z[:-1]).mean(0)  # [T, A]
-        a = torch.as_tensor(ep["action"])
-        nexts = torch.stack([model.step(z[:-1], torch.full_like(a, b))[0] for b in range(model.num_actions)])  # [A, T, D]
-        pairs = [(i, j) for i in range(model.num_actions) for j in range(i + 1, model.num_actions)]
+        if model.continuous:  # the value of the policy prior's action; the effect of 4 fixed actions
+            maxq = model.q(z[:-1], model.pi(z[:-1], deterministic=True)[0]).mean(0)  # [T]
+            a = torch.as_tensor(agent.to_unit(np.stack(ep["action"]))) if len(ep["action"]) else torch.zeros(0, model.num_actions)
+            probes = [torch.full_like(a, v) for v in (-1.0, -0.33, 0.33, 1.0)]
+        else:
+            maxq = model.q(z[:-1]).mean(0).max(-1).values  # [T]
+            a = torch.as_tensor(ep["action"])
+            probes = [torch.full_like(a, b) for b in range(model.num_actions)]
+        nexts = torch.stack([model.step(z[:-1], b)[0] for b in probes])  # [P, T, D]
+        pairs = [(i, j) for i in range(len(probes)) for j in range(i + 1, len(probes))]
         effect.append(torch.stack([(nexts[i] - nexts[j]).abs().mean(-1) for i, j in pairs]).mean(0))
-        taken = nexts[a, torch.arange(len(a))]
+        taken = model.step(z[:-1], a)[0]
         same_life = torch.as_tensor(ep["lives"][1:] == ep["lives"][:-1])
         error.append((taken - z[1:]).abs().mean(-1)[same_life])
         z_all.append(z[:-1].numpy())
-        q_all.append(q.max(-1).values.numpy())
+        q_all.append(maxq.numpy())
         g_all.append(returns_to_life_end(ep["reward"], ep["lives"], gamma, reward_clip))
         split.append(np.full(len(a), e == len(played) - 1))
         if ep["state"] is not None:
             states.append(ep["state"][:-1])
     z, maxq, g, test = map(np.concatenate, (z_all, q_all, g_all, split))
-    actions = np.concatenate([ep["action"] for ep in played])
+    if model.continuous:  # the share of action components in 5 equal bins of [-1, 1]
+        units = np.concatenate([agent.to_unit(np.stack(ep["action"])) for ep in played if len(ep["action"])]).ravel()
+        histogram = np.histogram(units, bins=5, range=(-1, 1))[0] / max(len(units), 1)
+    else:
+        actions = np.concatenate([ep["action"] for ep in played])
+        histogram = np.bincount(actions, minlength=model.num_actions) / len(actions)
     result = {
         "episodes": len(played), "steps": int(len(z)),
         "return_mean": float(np.mean([ep["reward"].sum() for ep in played])),
         "spearman_maxq_return": float(spearmanr(maxq, g).statistic) if np.std(maxq) > 0 and np.std(g) > 0 else float("nan"),
         "action_effect_l1": float(torch.cat(effect).mean()),
         "model_error_l1": float(torch.cat(error).mean()),
-        "action_histogram": (np.bincount(actions, minlength=model.num_actions) / len(actions)).tolist(),
+        "action_histogram": histogram.tolist(),
         "probe_r2": {},
     }
     if states and layout:
