@@ -102,7 +102,24 @@ def test_search_sees_what_greedy_q_misses():
     greedy, _ = ExhaustiveSearch(2, depth=1).optimize_batch(q_search_objective(model, z, 0.99), 1)
     searched, scores = ExhaustiveSearch(2, depth=2).optimize_batch(q_search_objective(model, z, 0.99), 1)
     assert greedy[0, 0] == 0 and searched[0, 0] == 1
-    assert scores.shape == (1, 4) and scores[0].max() == pytest.approx(1 + 0.99 * 1.0, abs=1e-4)
+    # the mean of the 1-step estimate Q(z0, 1) = 1.5 and the 2-step one 1 + 0.99 * 1.0
+    assert scores.shape == (1, 4) and scores[0].max() == pytest.approx((1.5 + 1 + 0.99 * 1.0) / 2, abs=1e-4)
+
+
+class BlindModel(CliffModel):
+    """Dynamics that ignore the action (as an untrained model's do): every first action leads to the
+    same predicted latent, reward and continuation, while Q prefers action 1."""
+
+    def step(self, z, action):
+        return torch.ones_like(z), torch.zeros(len(z), 1), torch.full((len(z),), 20.0)
+
+    def q(self, z):
+        return torch.where(z[:, :1] > 0.5, torch.tensor([3.0, 0.0]), torch.tensor([0.5, 1.0]))[None]
+
+
+def test_search_keeps_q_s_ranking_when_the_model_ignores_actions():
+    best, _ = ExhaustiveSearch(2, depth=3).optimize_batch(q_search_objective(BlindModel(), torch.zeros(4, 1), 0.99), 4)
+    assert (best[:, 0] == 1).all()
 
 
 def toy_memory(steps: int = 300, continuous: bool = False) -> TransitionMemory:
