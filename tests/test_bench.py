@@ -244,7 +244,19 @@ def test_report_shows_success_and_progress():
 
 def test_suite_cells_for_a_card_the_suite_does_not_list():
     cells = runner.suite_cells("atari100k", ["crafter", "breakout"])  # crafter: the template's cells
-    assert [(c.env, c.agent) for c in cells] == [("crafter", a) for a in runner.DISCRETE_AGENTS] + [
-        ("breakout", a) for a in runner.DISCRETE_AGENTS]
+    agents = (*runner.DISCRETE_AGENTS, *runner.ABLATIONS)
+    assert [(c.env, c.agent) for c in cells] == [("crafter", a) for a in agents] + [("breakout", a) for a in agents]
     assert {(c.budget, c.eval_episodes, c.config) for c in cells} == {(100_000, 20, "")}
     assert runner.suite_cells("robots", ["reacher"]) == [c for c in runner.SUITES["robots"] if c.env == "reacher"]
+
+
+def test_ablation_agents_are_valid_overrides_of_the_agent_configs():
+    from wmrl.config import load_experiment
+
+    for config in ("breakout", "reacher"):
+        base = load_experiment(config)
+        greedy, frozen, scratch = (load_experiment(config, ("run.loop=online", *runner.ABLATIONS[a]))
+                                   for a in ("wmrl-greedy", "wmrl-frozen", "wmrl-no-pretrain"))
+        assert base.search.depth > 1 and greedy.search.depth == 1
+        assert base.learner.encoder_lr_scale > 0 and frozen.learner.encoder_lr_scale == 0
+        assert base.run.stage1_steps > 0 and scratch.run.stage1_steps == 0

@@ -11,6 +11,8 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
     wmrl            `wmrl run` with the online agent: a world model learned from reward end to end,
                     acting by search with Q at the leaves (discrete actions: every short action
                     sequence; continuous ones: MPPI with policy-prior samples)
+    wmrl-greedy, wmrl-frozen, wmrl-no-pretrain
+                    `wmrl` with one override each (ABLATIONS): greedy on Q, encoder frozen, no stage 1
     wmrl-mpc        `wmrl run` with run.loop rounds: collect -> stage 1 -> stage 2 rounds, then the MPC planner
     wmrl-imagine    an SB3 policy trained in the imagination env of the wmrl-mpc run's last world
                     model (the same seed's folder, so no extra real steps)
@@ -35,7 +37,12 @@ from wmrl.envs.wrappers import StackToChannels
 from wmrl.errors import UserError
 from wmrl.policies import SB3Policy
 
-AGENTS = ("random", "ppo", "a2c", "dqn", "ppo-zoo", "a2c-zoo", "dqn-zoo", "sac", "wmrl", "wmrl-mpc", "wmrl-imagine")
+# The online agent's ablations: `wmrl` with one config override each, run like `wmrl`.
+ABLATIONS = {"wmrl-greedy": ("search.depth=1",),  # act greedily on Q: no search over the model
+             "wmrl-frozen": ("learner.encoder_lr_scale=0",),  # the encoder stays as stage 1 left it
+             "wmrl-no-pretrain": ("run.stage1_steps=0",)}  # no stage-1 V-JEPA: the encoder starts random
+AGENTS = ("random", "ppo", "a2c", "dqn", "ppo-zoo", "a2c-zoo", "dqn-zoo", "sac", "wmrl", *ABLATIONS, "wmrl-mpc",
+          "wmrl-imagine")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "dqn-zoo"}, {"sac"}
 ZOO = {"ppo-zoo": "ppo", "a2c-zoo": "a2c", "dqn-zoo": "dqn"}  # SB3's Atari preprocessing -> the algorithm
 
@@ -160,32 +167,32 @@ def sb3_curve(folder: Path, frames_per_step: int = 1) -> list[tuple[int, float]]
 
 
 def wmrl_run(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
-             device: str = "cpu", loop: str = "rounds"):
+             device: str = "cpu", loop: str = "rounds", overrides: tuple[str, ...] = ()):
     """`wmrl run` in `folder` with the config's `loop` set to `loop` (one config serves both wmrl
-    agents: learner/search for the online one, stage2/plan for the MPC one); resumed if the folder
-    holds a run. Returns the finished run."""
+    agents: learner/search for the online one, stage2/plan for the MPC one) and `overrides`
+    (`section.key=value`); resumed if the folder holds a run. Returns the finished run."""
     from wmrl.config import load_experiment
     from wmrl.online import new_run, resume_run
 
     if (folder / "run.json").is_file():
         run = resume_run(folder, budget=budget, device=device, progress=progress)
     else:
-        cfg = load_experiment(config)
+        cfg = load_experiment(config, (f"run.loop={loop}", *overrides))
         if cfg.env != card.name:
             raise UserError(f"config '{config}' is for env '{cfg.env}', the benchmark cell is '{card.name}'")
-        cfg.run.loop, cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = loop, budget, seed, 0  # the runner evaluates
+        cfg.run.budget, cfg.run.seed, cfg.run.eval_episodes = budget, seed, 0  # the runner evaluates
         run = new_run(cfg, folder, device=device, progress=progress)
     run.run()
     return run
 
 
 def online_agent(card: EnvCard, config: str, budget: int, seed: int, folder: Path, progress: bool = False,
-                 device: str = "cpu"):
+                 device: str = "cpu", overrides: tuple[str, ...] = ()):
     """The online agent's `wmrl run` in `folder` (resumed if there); returns (agent, learning curve)."""
     from wmrl.control.search import SearchAgent
     from wmrl.train.logger import MetricsLog
 
-    wmrl_run(card, config, budget, seed, folder, progress, device, loop="online")
+    wmrl_run(card, config, budget, seed, folder, progress, device, loop="online", overrides=overrides)
     curve = [(row["step"], row["episode_return"]) for row in MetricsLog(folder).rows() if "episode_return" in row]
     return SearchAgent.load(folder / "agent.pt"), curve
 
@@ -215,8 +222,8 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
         return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder)
     if agent in ZOO:
         return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder, card.preprocess.frame_skip)
-    if agent == "wmrl":
-        return online_agent(card, config, budget, seed, folder, progress, device)
+    if agent == "wmrl" or agent in ABLATIONS:
+        return online_agent(card, config, budget, seed, folder, progress, device, ABLATIONS.get(agent, ()))
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
     run = wmrl_run(card, config, budget, seed, mbrl, progress, device)
     payload = load_checkpoint(run.world_model_dir(len(run.record["rounds"]) - 1))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from wmrl.bench.agents import AGENTS, SB3_SETTINGS, ZOO, evaluate, sb3_settings, supports, train_agent
+from wmrl.bench.agents import ABLATIONS, AGENTS, SB3_SETTINGS, ZOO, evaluate, sb3_settings, supports, train_agent
 from wmrl.config import find_config, load_experiment
 from wmrl.envs import load_card
 from wmrl.errors import ConfigError, UserError
@@ -55,8 +55,9 @@ SUITES: dict[str, list[Cell]] = {
     "quick": _grid({"breakout": (*DISCRETE_AGENTS, "wmrl-mpc", "wmrl-imagine")}, 2000, 2,
                    config="quick-breakout", imagine_steps=2048, eval_max_steps=500)
     + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
-    # Atari-100k (benchmarks/PROTOCOL.md): 100k agent steps, 20 full episodes per seed.
-    "atari100k": _grid({"breakout": DISCRETE_AGENTS}, 100_000, 20),
+    # Atari-100k (benchmarks/PROTOCOL.md): 100k agent steps, 20 full episodes per seed; the online
+    # agent's ablations (greedy Q, frozen encoder, no stage 1) in the same table.
+    "atari100k": _grid({"breakout": (*DISCRETE_AGENTS, *ABLATIONS)}, 100_000, 20),
     # Goal reaching from pixels (benchmarks/PROTOCOL.md): 50 seeded episodes, success rate.
     "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),
     # Crafter at its authors' 1M-step budget; the score is computed over 20 evaluation episodes.
