@@ -33,7 +33,11 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
 
     tiny = load_experiment("quick-breakout")  # 400 random steps, then rounds of 100 with the planner
     tiny.run.seed_steps, tiny.run.round_steps = 400, 100
-    monkeypatch.setattr("wmrl.config.load_experiment", lambda name: tiny)
+    def tiny_with(name, overrides=()):  # the bench sets the loop by override
+        loop = dict(item.split("=", 1) for item in overrides).get("run.loop", tiny.run.loop)
+        return dataclasses.replace(tiny, run=dataclasses.replace(tiny.run, loop=loop))
+
+    monkeypatch.setattr("wmrl.config.load_experiment", tiny_with)
     out = tmp_path / "quick"
     assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
     results = {(c.env, c.agent): json.loads((runner.cell_dir(out, c, 0) / "result.json").read_text()) for c in tiny_quick}
