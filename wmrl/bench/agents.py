@@ -218,10 +218,9 @@ def train_agent(agent: str, card: EnvCard, budget: int, seed: int, folder: Path,
 
     if agent == "random":
         return RandomPolicy(action_space(card), seed), []
-    if agent in SB3_SETTINGS:
-        return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder)
-    if agent in ZOO:
-        return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder, card.preprocess.frame_skip)
+    if agent in SB3_SETTINGS or agent in ZOO:  # the zoo's monitor counts raw frames
+        frames_per_step = card.preprocess.frame_skip if agent in ZOO else 1
+        return train_sb3(card, agent, budget, seed, folder, progress, device), sb3_curve(folder, frames_per_step)
     if agent == "wmrl" or agent in ABLATIONS:
         return online_agent(card, config, budget, seed, folder, progress, device, ABLATIONS.get(agent, ()))
     mbrl = folder.parent.parent / "wmrl-mpc" / folder.name  # the same seed's model-based run
