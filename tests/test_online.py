@@ -310,6 +310,9 @@ def test_eval_agent_diagnoses_a_run(tmp_path):
     diag = json.loads((out / "eval_agent.json").read_text())
     assert diag["episodes"] == 2 and diag["steps"] == 20 and len(diag["action_histogram"]) == 2
     assert -1 <= diag["spearman_maxq_return"] <= 1 and diag["model_error_l1"] >= 0
+    (out / "agent.pt").unlink()  # a run still going (or killed) has only its learner checkpoint
+    assert run_cli("eval", "--agent", out, "--episodes", "2", env=env).returncode == 0
+    assert json.loads((out / "eval_agent.json").read_text()) == diag  # the same agent, rebuilt from learner.pt
     assert run_cli("eval", "--agent", tmp_path / "nothing").returncode == 2
 
 

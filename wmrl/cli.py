@@ -149,16 +149,19 @@ def eval_agent(args: argparse.Namespace) -> None:
     from wmrl.envs import load_card, make_env
     from wmrl.eval.agent import diagnose, format_diagnostics
 
+    from wmrl.online import load_agent
+
     folder = args.agent if args.agent.is_dir() else args.agent.parent
     path = folder / "agent.pt" if args.agent.is_dir() else args.agent
     record = folder / "run.json"
-    if not path.is_file() or not record.is_file():
-        raise UserError(f"--agent wants a `wmrl run` folder with agent.pt and run.json, got {args.agent}")
+    if not record.is_file() or not (path.is_file() or args.agent.is_dir() and (folder / "learner.pt").is_file()):
+        raise UserError(f"--agent wants a `wmrl run` folder with run.json and agent.pt (or learner.pt), got {args.agent}")
     cfg = from_dict(ExperimentConfig, json.loads(record.read_text())["config"], source=str(record))
     card = load_card(cfg.env)
     env = make_env(card)
     try:
-        result = diagnose(SearchAgent.load(path), env, episodes=args.episodes, seed=args.seed,
+        agent = load_agent(folder) if args.agent.is_dir() else SearchAgent.load(path)  # a running run: its last checkpoint
+        result = diagnose(agent, env, episodes=args.episodes, seed=args.seed,
                           gamma=cfg.learner.gamma, reward_clip=cfg.learner.reward_clip)
     finally:
         env.close()

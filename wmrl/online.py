@@ -261,6 +261,22 @@ class OnlineRun:
         return stats.summary(self.card)
 
 
+def load_agent(out: str | Path) -> SearchAgent:
+    """The acting agent of the run in `out`: its agent.pt once the run has ended, else the agent of
+    its last learner checkpoint (to diagnose a run that is still going or was killed)."""
+    out = Path(out)
+    if (out / "agent.pt").is_file() or not (out / "learner.pt").is_file():
+        return SearchAgent.load(out / "agent.pt")
+    record = json.loads((out / "run.json").read_text())
+    run = OnlineRun(from_dict(ExperimentConfig, record["config"], source=str(out / "run.json")), out)
+    env = make_env(run.card)
+    run.action_space, stack_shape = env.action_space, tuple(env.observation_space.shape)
+    env.close()
+    model = run._model(stack_shape)
+    model.load_state_dict(load_checkpoint(out / "learner.pt")["learner"]["model"])
+    return run._agent(model, run.cfg.run.seed, run.cfg.search.explore_end)
+
+
 def new_run(cfg: ExperimentConfig, out: str | Path, **kwargs):
     """The run of `cfg.run.loop`: the online agent, or the rounds of the two-stage design."""
     from wmrl.mbrl import ModelBasedRun
