@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from wmrl.config import ExperimentConfig, from_dict, to_dict
-from wmrl.control.search import SearchAgent
+from wmrl.control.search import SearchAgent, to_unit
 from wmrl.data.collect import EpisodeBuffer, open_writer
 from wmrl.data.memory import TransitionMemory
 from wmrl.data.replay import ReplayDataset, state_spans
@@ -98,8 +98,7 @@ class OnlineRun:
 
     def _unit(self, actions: np.ndarray) -> np.ndarray:
         """Continuous env actions [..., A] -> [-1, 1]."""
-        low, high = self.action_space.low, self.action_space.high
-        return (2 * (np.asarray(actions, np.float32) - low) / (high - low) - 1).astype(np.float32)
+        return to_unit(actions, self.action_space.low, self.action_space.high)
 
     def _pretrain(self, model: AgentWorldModel) -> None:
         """Stage-1 V-JEPA on the seed data; the agent's encoder starts from its EMA target encoder."""

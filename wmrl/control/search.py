@@ -80,6 +80,11 @@ def q_search_objective(model: AgentWorldModel, z: torch.Tensor, gamma: float) ->
     return objective
 
 
+def to_unit(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Continuous actions [..., A] within [low, high] -> [-1, 1]."""
+    return (2 * (np.asarray(action, np.float32) - low) / (high - low) - 1).astype(np.float32)
+
+
 @torch.no_grad()
 def mppi(model: AgentWorldModel, z: torch.Tensor, gamma: float, depth: int, cfg: MPPISettings,
          generator: torch.Generator) -> torch.Tensor:
@@ -147,7 +152,7 @@ class SearchAgent:
 
     def to_unit(self, action: np.ndarray) -> np.ndarray:
         """The env's continuous actions [..., A] -> [-1, 1] (what the model is trained on)."""
-        return (2 * (np.asarray(action, np.float32) - self.low) / (self.high - self.low) - 1).astype(np.float32)
+        return to_unit(action, self.low, self.high)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """The collector's policy interface: obs [N, K, C, H, W] -> actions [N], exploring at `epsilon`."""
