@@ -360,3 +360,25 @@ def test_learner_update_and_search_on_cuda_match_the_cpu():
         q_gpu = gpu.model.eval().q(gpu.model.encode(torch.as_tensor(obs, device="cuda")))
     torch.testing.assert_close(q_cpu, q_gpu.cpu(), rtol=1e-3, atol=1e-4)
     assert SearchAgent(gpu.model, 2, 0.99).act(obs).shape == (16,)
+
+
+def test_replay_probes_read_a_field_the_frames_show_and_not_noise():
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.eval.agent import replay_probes
+    from wmrl.types import Episode
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for _ in range(8):  # a bright 3x3 square at a random column; "pos_x" is that column, "noise" is not in the frames
+        cols = rng.integers(0, 10, 41)
+        frames = np.zeros((41, 1, 12, 12), np.uint8)
+        for t, c in enumerate(cols):
+            frames[t, 0, 4:7, c:c + 3] = 200
+        states = np.stack([cols, rng.normal(size=41)], 1).astype(np.float32)
+        episodes.append(Episode(frames, rng.integers(0, 2, 40), np.zeros(40), np.zeros(40, bool), np.zeros(40, bool), states))
+    meta = {"action_space": None, "wmrl": {"frame_shape": [1, 12, 12], "frame_stack": 2,
+                                           "state_layout": [["pos_x", 1], ["noise", 1]]}}
+    replay = ReplayDataset.from_episodes("mem", meta, episodes)
+    r2 = replay_probes(tiny_model(), replay, episodes=8)  # an untrained encoder still keeps where things are
+    assert set(r2) == {"pos_x", "noise"}
+    assert r2["pos_x"] > 0.5 and r2["noise"] < 0.1

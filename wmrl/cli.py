@@ -146,6 +146,8 @@ def eval_agent(args: argparse.Namespace) -> None:
 
     from wmrl.config import ExperimentConfig, from_dict
     from wmrl.control.search import SearchAgent
+    from wmrl.data.replay import ReplayDataset
+    from wmrl.data.store import is_dataset
     from wmrl.envs import load_card, make_env
     from wmrl.eval.agent import diagnose, format_diagnostics
 
@@ -161,8 +163,9 @@ def eval_agent(args: argparse.Namespace) -> None:
     env = make_env(card)
     try:
         agent = load_agent(folder) if args.agent.is_dir() else SearchAgent.load(path)  # a running run: its last checkpoint
+        replay = ReplayDataset(folder / "data") if is_dataset(folder / "data") else None  # probes on the run's own play
         result = diagnose(agent, env, episodes=args.episodes, seed=args.seed,
-                          gamma=cfg.learner.gamma, reward_clip=cfg.learner.reward_clip)
+                          gamma=cfg.learner.gamma, reward_clip=cfg.learner.reward_clip, replay=replay)
     finally:
         env.close()
     print(format_diagnostics(result))
