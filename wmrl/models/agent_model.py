@@ -79,8 +79,15 @@ class AgentWorldModel(nn.Module):
                                         nn.Linear(cfg.projection, cfg.projection))
         self.prediction = nn.Linear(cfg.projection, cfg.projection)  # online side only (SPR, BYOL)
         self.two_hot = TwoHot(cfg.reward_bins, cfg.bin_range)
-        for head in [self.reward_head, self.next_head, *(q[-1] for q in self.q_heads)]:
-            nn.init.zeros_(head.weight)  # start predicting 0 reward / value (DreamerV3, TD-MPC2) and "no change"
+        # Start predicting 0 reward and "no change" (DreamerV3, TD-MPC2). Continuous Q starts at 0 too
+        # (TD-MPC2); discrete Q keeps PyTorch's random init, as DQN's: with every action's Q at 0,
+        # what separates the actions early is what TD learns on average over states, so argmax picks
+        # one action everywhere (measured on Breakout at 20k steps: one action in every state, and
+        # learning returns below random from 20k to 40k), where a random init acts as a different
+        # random function of each state until Q learns.
+        zero = [self.reward_head, self.next_head, *((q[-1] for q in self.q_heads) if continuous else ())]
+        for head in zero:
+            nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
