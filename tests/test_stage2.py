@@ -262,6 +262,8 @@ def test_auc():
     assert auc(np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3]), label) == 0.0
     assert auc(np.array([0.1, 0.6, 0.5, 0.9, 0.3, 0.2]), label) == pytest.approx(6 / 9)  # pairs won: 0.5 beats 2, 0.9 beats 3, 0.2 beats 1
     assert np.isnan(auc(np.ones(3), np.zeros(3, bool)))
+    assert auc(np.ones(6), label) == auc(np.ones(6), label[::-1]) == 0.5  # ties count half, whatever the order
+    assert auc(np.array([0.1, 0.1, 0.5, 0.1, 0.1, 0.9]), label) == pytest.approx(7.5 / 9)  # 0.5, 0.9 beat all; 0.1 ties 3
 
 
 def test_stage2_config_errors():

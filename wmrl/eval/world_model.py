@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 import torch
 
 from wmrl.models.world_model import WorldModel
@@ -21,12 +22,13 @@ from wmrl.errors import DatasetError, UserError
 
 
 def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve of `score` for boolean `label` (nan without both classes)."""
+    """Area under the ROC curve of `score` for boolean `label` (nan without both classes): the share
+    of (positive, negative) pairs the score orders right, a tie counting half (Mann-Whitney U), so a
+    constant score gives 0.5 whatever the row order."""
     pos, neg = label.sum(), (~label).sum()
     if pos == 0 or neg == 0:
         return float("nan")
-    ranks = np.empty(len(score))
-    ranks[np.argsort(score, kind="stable")] = np.arange(1, len(score) + 1)
+    ranks = rankdata(score)  # ties share their average rank
     return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
