@@ -382,3 +382,20 @@ def test_replay_probes_read_a_field_the_frames_show_and_not_noise():
     r2 = replay_probes(tiny_model(), replay, episodes=8)  # an untrained encoder still keeps where things are
     assert set(r2) == {"pos_x", "noise"}
     assert r2["pos_x"] > 0.5 and r2["noise"] < 0.1
+
+
+def test_conv_stem_alone_is_an_encoder_of_depth_zero():
+    from wmrl.models.config import JEPAConfig, MaskConfig, PredictorConfig
+    from wmrl.models.jepa import JEPA
+    from wmrl.models.masks import sample_masks
+    from wmrl.models.vit import VisionTransformer
+
+    enc = EncoderConfig(size="micro", width=32, depth=0, stem="conv", tubelet=4, patch=12)
+    assert enc.dims() == (32, 0, 4)
+    vit = VisionTransformer(enc, 4, 1, (84, 84))
+    obs = torch.randint(0, 255, (3, 4, 1, 84, 84), dtype=torch.uint8)
+    assert len(vit.blocks) == 0 and vit(obs).shape == (3, 49, 32)
+    jepa = JEPA(JEPAConfig(encoder=enc, predictor=PredictorConfig(width=32, depth=1, heads=2)), (4, 1, 84, 84))
+    assert torch.isfinite(jepa.loss(obs, sample_masks(MaskConfig(), jepa.grid, 3, np.random.default_rng(0))))
+    with pytest.raises(ValueError, match="depth"):
+        EncoderConfig(depth=0)  # a patch embedding alone sees each patch by itself: not an encoder

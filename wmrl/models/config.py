@@ -35,10 +35,15 @@ class EncoderConfig:
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"encoder size '{self.size}' is not one of {', '.join(SIZES)}")
+        if self.depth is not None and (self.depth < 0 or self.depth == 0 and self.stem != "conv"):
+            raise ValueError(f"encoder depth must be >= 1 (0 only with the conv stem), got {self.depth}")
 
     def dims(self) -> tuple[int, int, int]:
+        """(width, depth, heads): the size's, overridden by those set. Depth 0 (conv stem only): the
+        convolutions' tokens, layer-normalised, are the encoder's output."""
         width, depth, heads = SIZES[self.size]
-        return self.width or width, self.depth or depth, self.heads or heads
+        pick = lambda mine, default: default if mine is None else mine  # noqa: E731
+        return pick(self.width, width), pick(self.depth, depth), pick(self.heads, heads)
 
 
 @dataclass

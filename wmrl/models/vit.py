@@ -64,6 +64,7 @@ class ConvStem(nn.Module):
         return size(h), size(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout: ~2x on a CPU
         return self.proj(self.convs(x).flatten(2).transpose(1, 2))
 
 
