@@ -223,11 +223,12 @@ def test_stage2_cli_train_resume_and_errors(encoder_run, tmp_path):
     r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 2,
                 "--clips", 8, "--video", tmp_path / "imagined.mp4")
     assert r.returncode == 0, r.stderr
-    import cv2
+    import av
 
-    video, frames = cv2.VideoCapture(str(tmp_path / "imagined.mp4")), []
-    while (frame := video.read()[1]) is not None:
-        frames.append(frame)
+    with av.open(str(tmp_path / "imagined.mp4")) as container:  # H.264 in yuv420p: plays in a browser
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     assert len(frames) == 4 * 3 and frames[0].shape == (84 * 4, 2 * 84 * 4, 3)  # 4 clips of horizon + 1
     r = run_cli("eval", "--stage", 2, "--checkpoint", tmp_path / "full", "--data", data_root, "--horizon", 50)
     assert r.returncode == 2 and "--horizon" in r.stderr

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import gymnasium as gym
 import numpy as np
 
@@ -70,19 +71,22 @@ def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: i
 
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 15, scale: int = 4) -> None:
-    """Frames [C, H, W] uint8 (C = 1 gray or 3 RGB) -> an mp4 (OpenCV's mp4v codec), upscaled by `scale`."""
-    import cv2
-
+    """Frames [C, H, W] uint8 (C = 1 gray or 3 RGB) -> an H.264 mp4 (yuv420p: what browsers, Jupyter
+    and VS Code play), upscaled by `scale` with nearest pixels and padded to even sides (4:2:0 needs them)."""
     from wmrl.errors import UserError
 
     c, h, w = frames[0].shape
+    height, width = h * scale, w * scale
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
-    if not writer.isOpened():
-        raise UserError(f"cannot write a video to {path}")
-    for frame in frames:
-        image = frame.transpose(1, 2, 0)
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if c == 1 else cv2.COLOR_RGB2BGR)
-        writer.write(cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST))
-    writer.release()
+    try:
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+            for frame in frames:
+                image = np.repeat(np.repeat(frame.transpose(1, 2, 0), scale, 0), scale, 1)  # [H*s, W*s, C]
+                image = np.pad(image if c == 3 else np.repeat(image, 3, 2), ((0, height % 2), (0, width % 2), (0, 0)))
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder
+    except (av.FFmpegError, OSError) as e:
+        raise UserError(f"cannot write a video to {path}: {e}") from None
