@@ -65,6 +65,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, user_cards):
     assert_user_error(run_cli("collect", "--env", "breakout", "--steps", 0, "--out", out), "--steps must be >= 1")
     assert_user_error(run_cli("collect", "--config", tmp_path / "c.yaml", "--out", out), "config file not found")
     assert_user_error(run_cli("data", "info", tmp_path / "none"), "dataset not found")
+    assert_user_error(run_cli("run", "--config", "breakout", "--out", out, "--device", "gpu"), "not a torch device")
+    assert not out.exists()  # refused before anything was written
 
 
 def test_existing_output_and_corrupt_dataset(tmp_path):

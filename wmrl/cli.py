@@ -332,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from wmrl.config import ExperimentConfig, load_experiment
     from wmrl.online import new_run, resume_run
 
-    kwargs = dict(device=args.device, progress=not args.no_progress)
+    kwargs = dict(device=_device(args.device), progress=not args.no_progress)
     if args.resume:
         run = resume_run(args.out, args.budget, **kwargs)
     else:
@@ -565,9 +565,13 @@ def cmd_vpt_synth(args: argparse.Namespace) -> None:
 
 
 def _device(name: str) -> str:
-    if name.startswith("cuda"):
-        import torch
+    import torch
 
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name} is not a torch device (cpu, cuda or cuda:N)") from None
+    if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}, but this torch build sees no CUDA device")
         if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
