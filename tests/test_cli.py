@@ -66,6 +66,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, user_cards):
     assert_user_error(run_cli("collect", "--config", tmp_path / "c.yaml", "--out", out), "config file not found")
     assert_user_error(run_cli("data", "info", tmp_path / "none"), "dataset not found")
     assert_user_error(run_cli("run", "--config", "breakout", "--out", out, "--device", "gpu"), "not a torch device")
+    card = Path(__file__).parents[1] / "envs" / "breakout.yaml"
+    (tmp_path / "badidx.yaml").write_text(card.read_text().replace("index: [72]", "index: [500]"))
+    assert_user_error(run_cli("collect", "--env", tmp_path / "badidx.yaml", "--steps", 20, "--out", tmp_path / "b"),
+                      "state field 'paddle_x' indexes [500] of 'ale_ram', which has 128 numbers")
     assert not out.exists()  # refused before anything was written
 
 

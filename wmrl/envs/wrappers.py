@@ -36,7 +36,12 @@ class RecordState(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _read(self, obs, info) -> np.ndarray:
         parts = [np.asarray(self._source(f.source, obs, info), dtype=np.float32).ravel() for f in self.fields]
-        parts = [p[f.index] if f.index is not None else p for p, f in zip(parts, self.fields)]
+        for i, (p, f) in enumerate(zip(parts, self.fields)):
+            if f.index is not None:
+                if max(np.ravel(f.index)) >= p.size:
+                    raise EnvError(f"env card '{self.card_name}': state field '{f.name}' indexes {f.index} "
+                                   f"of '{f.source}', which has {p.size} numbers")
+                parts[i] = p[f.index]
         if not self.layout:
             self.layout = [(f.name, p.size) for f, p in zip(self.fields, parts)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
