@@ -113,3 +113,12 @@ def test_sigkill_mid_run_loses_no_finished_episode(tmp_path):
     assert grown.num_episodes > data.num_episodes
     np.testing.assert_array_equal(grown.frames[: len(data.frames)], data.frames)
     assert grown.meta["wmrl"]["collections"][1]["seed"] != 0, "appending without --seed picks fresh seeds"
+
+
+def test_version_and_help_with_defaults():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("wmrl ")
+    r = run_cli("run", "--help")
+    assert r.returncode == 0 and "torch device: cpu or cuda[:N] (default: cpu)" in " ".join(r.stdout.split())
+    r = run_cli("onex", "generate", "--help")
+    assert "random seed (default: 0)" in " ".join(r.stdout.split())

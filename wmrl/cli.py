@@ -6,10 +6,12 @@ User mistakes (`wmrl.errors.UserError`) end in one line on stderr and exit code 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
 
+from wmrl import __version__
 from wmrl.errors import UserError
 
 
@@ -579,9 +581,22 @@ def _device(name: str) -> str:
     return name
 
 
+class _Help(argparse.HelpFormatter):
+    """argparse's help, with each option's default where it has one that says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS
+        if not quiet and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="wmrl", description=__doc__.splitlines()[0], formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"wmrl {__version__}")
+    helped = functools.partial(argparse.ArgumentParser, formatter_class=_Help)  # every subcommand shows defaults
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=helped)
 
     p = sub.add_parser("collect", help="gather frame-stacked rollouts into a Minari dataset")
     p.add_argument("--env", help="env card name, Gymnasium id of a shipped card, or path to a card .yaml")
@@ -606,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--steps", type=int, help="override the config's optim.steps")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained stage, or diagnose an online agent (--agent)")
@@ -621,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, default=8, help="stage 2: imagined steps per clip")
     p.add_argument("--clips", type=int, default=512, help="stage 2: held-out clips")
     p.add_argument("--video", type=Path, help="stage 2: write real vs imagined rollouts to this .mp4")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plan", help="act in the real env by planning in a world model (MPC)")
@@ -630,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "`wmrl run` folder (its search agent plays)")
     p.add_argument("--depth", type=int, help="online agent: search depth instead of the run's (1: greedy Q)")
     p.add_argument("--config", help="experiment config whose plan section sets the planner (default: built-in)")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, default=10, help="episodes to play")
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i")
     p.add_argument("--max-steps", type=int, help="stop an episode after this many actions")
     p.add_argument("--horizon", type=int, help="override plan.horizon")
@@ -647,15 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("imagine", help="train an SB3 algorithm inside a world model, evaluate it in the real env")
     p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint")
     p.add_argument("--data", type=Path, help="dataset whose frames start imagined episodes (default: the model's)")
-    p.add_argument("--algo", choices=["ppo", "a2c", "dqn", "sac", "td3"], default="ppo")
+    p.add_argument("--algo", choices=["ppo", "a2c", "dqn", "sac", "td3"], default="ppo", help="the SB3 algorithm")
     p.add_argument("--steps", type=int, default=200_000, help="imagined env steps to learn from")
     p.add_argument("--out", required=True, type=Path, help="folder for model.zip and imagine.json")
     p.add_argument("--num-envs", type=int, default=32, help="imagined envs stepped in one batch")
     p.add_argument("--horizon", type=int, default=15, help="imagined steps before an episode is truncated")
     p.add_argument("--episodes", type=int, default=10, help="real-env evaluation episodes")
     p.add_argument("--max-steps", type=int, help="stop a real episode after this many actions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_imagine)
 
     p = sub.add_parser("run", help="the model-based loop: collect -> train -> plan, repeated, at a real-step budget")
@@ -666,8 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (with its stored config)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. learner.encoder_lr_scale=0 run.stage1_steps=0")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="benchmark suites against model-free baselines at equal env steps, and reports")
@@ -682,79 +697,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="speed suite: the benchmarks' smoke-test sizes")
     p.add_argument("--device", default="cpu", help="where the SB3 agents and the wmrl world models train: cpu (default) "
                    "or cuda[:N]; planning and evaluation stay on CPU")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("onex", help="the 1X world-model challenge's token data: inspect, train, evaluate, generate")
-    onex = p.add_subparsers(dest="onex_command", required=True)
+    onex = p.add_subparsers(dest="onex_command", required=True, parser_class=helped)
     q = onex.add_parser("info", help="frames, segments, windows and action statistics of a split")
     q.add_argument("--data", required=True, type=Path, help="split folder (video.bin, metadata.json, ...)")
     q.set_defaults(func=cmd_onex_info)
     q = onex.add_parser("synth", help="write train/ and val/ splits of synthetic tokens that move with the actions")
-    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--segments", type=int, default=16, help="training segments")
     q.add_argument("--val-segments", type=int, default=48, help="validation segments")
     q.add_argument("--frames", type=int, default=600, help="frames per segment (30 Hz)")
     q.add_argument("--side", type=int, default=16, help="tokens per frame side")
     q.add_argument("--noise", type=float, default=0.05, help="share of tokens redrawn at random in each frame")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="random seed")
     q.set_defaults(func=cmd_onex_synth)
     q = onex.add_parser("train", help="train the token world model")
     q.add_argument("--config", default="onex", help="config name or path (default: onex)")
     q.add_argument("--data", required=True, type=Path, help="training split")
     q.add_argument("--val", required=True, type=Path, help="validation split")
     q.add_argument("--out", required=True, type=Path, help="run folder")
-    q.add_argument("--resume", action="store_true")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out")
     q.add_argument("--steps", type=int, help="override optim.steps")
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_onex_train)
     q = onex.add_parser("eval", help="the challenge's CE and accuracy, beside copy and unigram predictors")
     q.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint")
     q.add_argument("--data", required=True, type=Path, help="split to evaluate on")
     q.add_argument("--max-examples", type=int, help="evaluate the first N windows (the challenge uses 1000)")
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--batch-size", type=int, default=8, help="examples per batch")
+    q.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_onex_eval)
     q = onex.add_parser("generate", help="continue a window autoregressively; writes the challenge's generated layout")
-    q.add_argument("--checkpoint", required=True, type=Path)
-    q.add_argument("--data", required=True, type=Path)
+    q.add_argument("--checkpoint", required=True, type=Path, help="a trained run folder or checkpoint file")
+    q.add_argument("--data", required=True, type=Path, help="the data folder")
     q.add_argument("--example", type=int, default=0, help="window index (training-style windows, as the challenge)")
-    q.add_argument("--out", required=True, type=Path)
-    q.add_argument("--prompt-frames", type=int, default=8)
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--prompt-frames", type=int, default=8, help="frames given before generation starts")
     q.add_argument("--temperature", type=float, default=0.0, help="0: argmax")
     q.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest values of each factor (0: all)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--seed", type=int, default=0, help="random seed")
+    q.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
     q.set_defaults(func=cmd_onex_generate)
 
     p = sub.add_parser("vpt", help="OpenAI VPT Minecraft video + action shards: inspect, fit the action scaler, synthesise")
-    vpt = p.add_subparsers(dest="vpt_command", required=True)
+    vpt = p.add_subparsers(dest="vpt_command", required=True, parser_class=helped)
     for name, func, text in (("info", cmd_vpt_info, "segments, frames, duration and action statistics"),
                              ("fit-scaler", cmd_vpt_fit_scaler, "streaming mean/std of the continuous actions, saved as JSON")):
         q = vpt.add_parser(name, help=text)
         q.add_argument("--shards", required=True, help="shards or folders: 'data/vpt/vpt-shards-{000000..000123}.tar', globs")
         q.add_argument("--config", help="experiment config whose vpt section sets frameskip and null frames")
         q.add_argument("--frameskip", type=int, help="one step every N video frames (20 / N fps)")
-        q.add_argument("--null-frames", choices=["keep", "drop"])
+        q.add_argument("--null-frames", choices=["keep", "drop"], help="frames with no action: keep or drop them")
         q.add_argument("--max-segments", type=int, help="read at most N segments")
         if name == "fit-scaler":
             q.add_argument("--out", required=True, type=Path, help="scaler JSON to write")
         q.set_defaults(func=func)
     q = vpt.add_parser("synth", help="write shards of synthetic segments in VPT's format (mp4 + jsonl) whose views follow the mouse")
-    q.add_argument("--out", required=True, type=Path)
-    q.add_argument("--shards", type=int, default=2)
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--shards", type=int, default=2, help="shards to write")
     q.add_argument("--segments", type=int, default=8, help="segments per shard")
     q.add_argument("--frames", type=int, default=400, help="frames per segment (20 fps)")
     q.add_argument("--folders", action="store_true", help="VPT's folder layout instead of WebDataset shards")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="random seed")
     q.set_defaults(func=cmd_vpt_synth)
 
     p = sub.add_parser("data", help="inspect replay datasets")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=helped)
     q = data_sub.add_parser("info", help="episodes, steps, returns, size on disk")
-    q.add_argument("path", type=Path)
+    q.add_argument("path", type=Path, help="the folder to inspect")
     q.set_defaults(func=cmd_data_info)
     return parser
 
