@@ -31,6 +31,10 @@ class EncoderConfig:
     # input) a token: a black background stays exactly zero, so a one-pixel ball is a large change
     # (Xiao et al. 2021: early convolutions help transformers). Needs tubelet = the stack size.
     stem: Literal["patch", "conv"] = "patch"
+    # Fixed sin-cos positions added to the tokens. The conv stem's tokens already sit in grid order
+    # (and the agent reads them out in that order), so without attention (depth 0) positions only
+    # add a per-token constant that dwarfs what differs between states at initialisation.
+    positions: bool = True
 
     def __post_init__(self):
         if self.size not in SIZES:

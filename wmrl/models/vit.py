@@ -105,7 +105,8 @@ class VisionTransformer(nn.Module):
             self.patch_embed = nn.Conv3d(channels, width, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch))
         self.num_tokens = int(np.prod(self.grid))
         self.width = width
-        self.register_buffer("pos", sincos_3d(self.grid, width), persistent=False)
+        pos = sincos_3d(self.grid, width) if cfg.positions else torch.zeros(self.num_tokens, width)
+        self.register_buffer("pos", pos, persistent=False)
         self.blocks = nn.ModuleList(Block(width, heads, cfg.mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 

@@ -91,6 +91,7 @@ class Learner:
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        model.standardise.update(z.detach())  # the statistics of real latents only
         losses, consistency, latents = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0, []
         total_weight = 0.0
         for k in range(K):
@@ -123,6 +124,7 @@ class Learner:
         with torch.no_grad():
             for p, t in zip(model.parameters(), self.target.parameters()):
                 t.lerp_(p, cfg.tau)
+            self.target.standardise.load_state_dict(model.standardise.state_dict())  # one standardisation for both
         self.updates += 1
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
