@@ -91,7 +91,10 @@ class Learner:
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
-        model.standardise.update(z.detach())  # the statistics of real latents only
+        # The standardiser's statistics: real latents as the agent sees them, so not shifted (on
+        # Breakout a 4-pixel shift moved the latent ~40x as much as the state did).
+        with torch.no_grad():
+            model.standardise.update(z if cfg.shift == 0 else model.encode(obs[:, 0]))
         losses, consistency, latents = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0, []
         total_weight = 0.0
         for k in range(K):
