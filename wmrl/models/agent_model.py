@@ -51,7 +51,7 @@ class RunningStandardiser(nn.Module):
     latents never enter them, so acting and learning see one transformation (a BatchNorm's running
     statistics once took in predicted latents too and misled the acting agent)."""
 
-    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-6):
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-6):
         super().__init__()
         self.momentum, self.eps = momentum, eps
         self.register_buffer("mean", torch.zeros(dim))
