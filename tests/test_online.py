@@ -399,3 +399,19 @@ def test_conv_stem_alone_is_an_encoder_of_depth_zero():
     assert torch.isfinite(jepa.loss(obs, sample_masks(MaskConfig(), jepa.grid, 3, np.random.default_rng(0))))
     with pytest.raises(ValueError, match="depth"):
         EncoderConfig(depth=0)  # a patch embedding alone sees each patch by itself: not an encoder
+
+
+def test_standardiser_statistics_come_from_unshifted_real_latents_and_reach_the_target():
+    memory = toy_memory()
+    learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=2))
+    batch = memory.sample(32, learner.cfg.sequence_length)
+    model = learner.model
+    with torch.no_grad():
+        clean = model.encode(torch.as_tensor(batch.obs[:, 0]))  # before the update changes the encoder
+    learner.update(batch)
+    std = model.standardise
+    assert int(std.count) == 1  # the first batch sets the statistics outright
+    assert torch.allclose(std.mean, clean.mean(0), atol=1e-6) and torch.allclose(std.var, clean.var(0, unbiased=False), atol=1e-6)
+    assert torch.equal(learner.target.standardise.mean, std.mean)  # one standardisation for online and target
+    learner.update(batch)
+    assert int(std.count) == 2 and int(learner.target.standardise.count) == 2
