@@ -309,6 +309,8 @@ def test_eval_agent_diagnoses_a_run(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     diag = json.loads((out / "eval_agent.json").read_text())
     assert diag["episodes"] == 2 and diag["steps"] == 20 and len(diag["action_histogram"]) == 2
+    # The toy's best action is read from the frame: Q varies over states and prefers each action somewhere.
+    assert diag["replay_q"]["maxq_std_over_states"] > 0.01 and min(diag["replay_q"]["argmax_share"]) > 0.2
     assert -1 <= diag["spearman_maxq_return"] <= 1 and diag["model_error_l1"] >= 0
     (out / "agent.pt").unlink()  # a run still going (or killed) has only its learner checkpoint
     assert run_cli("eval", "--agent", out, "--episodes", "2", env=env).returncode == 0

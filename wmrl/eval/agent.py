@@ -125,6 +125,8 @@ def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_step
         "action_histogram": histogram.tolist(),
         "probe_r2": {},
     }
+    if replay is not None and not model.continuous:
+        result["replay_q"] = replay_q_spread(model, replay, probe_episodes)
     if replay is not None and replay.states is not None:
         result["probe_r2"] = replay_probes(model, replay, probe_episodes)
         result["probe_source"] = f"replay: last {min(probe_episodes, replay.num_episodes)} episodes"
@@ -145,17 +147,36 @@ def fit_probes(z: np.ndarray, targets: dict[str, np.ndarray], train: np.ndarray,
     return {name: float(linear_probe_r2(z[train], y[train], z[test], y[test], ridge=1.0)) for name, y in targets.items()}
 
 
+def recent_rows(replay: ReplayDataset, episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(episode ids, rows: observations with an action) of the last `episodes` episodes of a replay."""
+    ids = np.arange(replay.num_episodes)[-episodes:]
+    return ids, np.concatenate([replay.episode_start[e] + np.arange(replay.episode_steps[e]) for e in ids])
+
+
 @torch.no_grad()
+def encode_rows(model, replay: ReplayDataset, rows: np.ndarray) -> torch.Tensor:
+    return torch.cat([model.encode(torch.as_tensor(replay.stacks(rows[i:i + 256]))) for i in range(0, len(rows), 256)])
+
+
 def replay_probes(model, replay: ReplayDataset, episodes: int) -> dict[str, float]:
     """Probes of the latent on the last `episodes` episodes of a replay (the agent's recent play);
     every fourth of them is held out."""
-    ids = np.arange(replay.num_episodes)[-episodes:]
-    rows = np.concatenate([replay.episode_start[e] + np.arange(replay.episode_steps[e]) for e in ids])
+    ids, rows = recent_rows(replay, episodes)
     targets = probe_targets(replay.state_layout, replay.states[rows])
     keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(rows), bool)  # ball in play
-    z = torch.cat([model.encode(torch.as_tensor(replay.stacks(rows[i:i + 256]))) for i in range(0, len(rows), 256)]).numpy()
+    z = encode_rows(model, replay, rows).numpy()
     test = np.isin(replay.row_episode[rows], ids[3::4])
     return fit_probes(z, targets, keep & ~test, keep & test)
+
+
+@torch.no_grad()
+def replay_q_spread(model, replay: ReplayDataset, episodes: int) -> dict:
+    """Does Q depend on the state? Over every state of the replay's last `episodes` episodes (discrete
+    actions): the std of max_a Q and the share of states where each action is the argmax. A std near 0
+    with one action everywhere is how the heads failed when their units died."""
+    q = model.q(encode_rows(model, replay, recent_rows(replay, episodes)[1])).mean(0)  # [T, A]
+    share = torch.bincount(q.argmax(-1), minlength=model.num_actions) / len(q)
+    return {"maxq_std_over_states": float(q.max(-1).values.std()), "argmax_share": share.tolist()}
 
 
 def format_diagnostics(result: dict) -> str:
@@ -164,5 +185,9 @@ def format_diagnostics(result: dict) -> str:
              f"one-step action effect (L1 between actions) {result['action_effect_l1']:.4f} vs model error "
              f"{result['model_error_l1']:.4f} (ratio {result['action_effect_l1'] / max(result['model_error_l1'], 1e-12):.2f})",
              "actions: " + " ".join(f"{p:.2f}" for p in result["action_histogram"])]
+    if "replay_q" in result:
+        r = result["replay_q"]
+        lines.append(f"on replay states: std of max Q {r['maxq_std_over_states']:.4f}, argmax share "
+                     + " ".join(f"{p:.2f}" for p in r["argmax_share"]))
     lines += [f"probe R² {name}: {r2:.3f} ({result['probe_source']})" for name, r2 in result["probe_r2"].items()]
     return "\n".join(lines)
