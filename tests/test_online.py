@@ -417,3 +417,16 @@ def test_standardiser_statistics_come_from_unshifted_real_latents_and_reach_the_
     assert torch.equal(learner.target.standardise.mean, std.mean)  # one standardisation for online and target
     learner.update(batch)
     assert int(std.count) == 2 and int(learner.target.standardise.count) == 2
+
+
+def test_conv_latent_is_the_stem_feature_map():
+    enc = EncoderConfig(size="micro", width=32, depth=0, stem="conv", tubelet=4, patch=12)
+    model = AgentWorldModel(enc, AgentModelConfig(latent="conv", hidden=64), (4, 1, 84, 84), 4)
+    obs = torch.randint(0, 255, (5, 4, 1, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        z = model.encode(obs)
+        features = model.encoder.patch_embed.convs(obs.float().div(255).flatten(1, 2))
+    assert model.latent_dim == 64 * 49 and torch.allclose(z, features.flatten(1), atol=1e-5) and (z >= 0).all()
+    assert model.step(z, torch.zeros(5, dtype=torch.long))[0].shape == (5, 64 * 49) and model.q(z).shape == (2, 5, 4)
+    with pytest.raises(ValueError, match="conv stem"):
+        AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, patch=12), AgentModelConfig(latent="conv"), (4, 1, 84, 84), 4)

@@ -1,6 +1,7 @@
 """The agent's world model: what `wmrl run` learns from reward, end to end.
 
     stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
+      (or, latent "conv": --the ViT's conv stem--> ReLU map [B, 64, h, w] --flatten--> z [B, 64 * N])
     (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
     (z, a)  --Q-ensemble-->  Q [E, B]     (continuous actions in [-1, 1]^A)
@@ -88,8 +89,14 @@ class AgentWorldModel(nn.Module):
         # pooled or globally projected latent let the static bricks and walls drown the one-pixel
         # ball (measured: latents read out by 4 attention queries varied across Breakout states by a
         # per-dimension std of 2e-5 after 1,000 updates).
-        self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims
-        self.readout = nn.Linear(self.encoder.width, cfg.token_dims)
+        if cfg.latent == "conv":
+            if encoder.stem != "conv":
+                raise ValueError("agent model: latent 'conv' needs the encoder's conv stem (stem: conv)")
+            self.latent_dim = latent = 64 * self.encoder.num_tokens  # 64 channels per cell of the stem's grid
+            self.readout = None
+        else:
+            self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims
+            self.readout = nn.Linear(self.encoder.width, cfg.token_dims)
         # What the heads and the dynamics read: z standardised per dimension. States differ by ~1e-3
         # of the latent's spread (Breakout: a few pixels), and with that scale at their input the
         # heads learned to ignore it (measured at 30k steps: the latent held paddle x, R² 0.997, yet
@@ -126,12 +133,15 @@ class AgentWorldModel(nn.Module):
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, K, C, H, W] uint8 (or float in [0, 255]) -> z [B, D]."""
+        if self.readout is None:  # latent "conv": the stem's feature map, as DQN's head sees it
+            return self.encoder.patch_embed.features(obs.float().div(255).flatten(1, 2)).flatten(1)
         return renormalise(self.readout(self.encoder(obs)).flatten(1))
 
     def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z [B, D], action [B] long -> next z [B, D], reward logits [B, bins], continuation logit [B]."""
         h = self.dynamics(torch.cat([self.standardise(z), self.action_input(action, z.dtype)], -1))
-        return renormalise(z + self.next_head(h)), self.reward_head(h), self.cont_head(h).squeeze(-1)
+        nxt = z + self.next_head(h)
+        return nxt if self.readout is None else renormalise(nxt), self.reward_head(h), self.cont_head(h).squeeze(-1)
 
     def action_input(self, action: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """action [B] long (one-hot) or [B, A] float -> [B, A]."""

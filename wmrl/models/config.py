@@ -176,6 +176,11 @@ class AgentModelConfig:
     Q-ensemble heads, and the projection the latent self-prediction loss compares in.
     Shapes: a stack [B, K, C, H, W] -> z [B, tokens * token_dims]."""
 
+    # What the agent's latent z is. "tokens": the encoder's output tokens, each read out to token_dims
+    # numbers in grid order, min-max renormalised per sample. "conv": the conv stem's ReLU feature
+    # map, flattened (DQN's and SPR's latent; needs stem: conv), which keeps a few pixels' change at
+    # the scale Q can learn from (see wmrl.models.agent_model).
+    latent: Literal["tokens", "conv"] = "tokens"
     token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
     hidden: int = 512  # MLP width of dynamics and heads
     q_heads: int = 2  # Q-ensemble size

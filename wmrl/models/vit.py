@@ -63,9 +63,12 @@ class ConvStem(nn.Module):
         size = lambda n: ((n - 8) // 4 + 1 - 4) // 2 + 1 - 2  # noqa: E731
         return size(h), size(w)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, H, W] in [0, 1] -> the last convolution's ReLU map [B, 64, h, w]."""
+        return self.convs(x.contiguous(memory_format=torch.channels_last))  # oneDNN's fast layout: ~2x on a CPU
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout: ~2x on a CPU
-        return self.proj(self.convs(x).flatten(2).transpose(1, 2))
+        return self.proj(self.features(x).flatten(2).transpose(1, 2))
 
 
 def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
