@@ -71,6 +71,21 @@ class RunningStandardiser(nn.Module):
         self.count += 1
 
 
+class Unchanged(nn.Module):
+    """The standardiser's place when `standardise` is off: x as it is, statistics never kept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def update(self, x: torch.Tensor) -> None:
+        pass
+
+
+def dqn_head(inp: int, hidden: int, out: int) -> nn.Sequential:
+    """DQN's head: one hidden ReLU layer, no normalisation."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
 LOG_STD = (-5.0, 1.0)  # the policy prior's log-std range (TD-MPC2)
 
 
@@ -101,13 +116,14 @@ class AgentWorldModel(nn.Module):
         # of the latent's spread (Breakout: a few pixels), and with that scale at their input the
         # heads learned to ignore it (measured at 30k steps: the latent held paddle x, R² 0.997, yet
         # Q was the same in every state to 1e-5).
-        self.standardise = RunningStandardiser(latent)
+        self.standardise = RunningStandardiser(latent) if cfg.standardise else Unchanged()
         self.dynamics = mlp(latent + num_actions, cfg.hidden, cfg.hidden)
         self.next_head = nn.Linear(cfg.hidden, latent)
         self.reward_head = nn.Linear(cfg.hidden, cfg.reward_bins)
         self.cont_head = nn.Linear(cfg.hidden, 1)
         q_in, q_out = (latent + num_actions, 1) if continuous else (latent, num_actions)
-        self.q_heads = nn.ModuleList(mlp(q_in, cfg.hidden, q_out) for _ in range(cfg.q_heads))
+        head = mlp if cfg.q_head == "mlp" else dqn_head
+        self.q_heads = nn.ModuleList(head(q_in, cfg.hidden, q_out) for _ in range(cfg.q_heads))
         self.policy = mlp(latent, cfg.hidden, 2 * num_actions) if continuous else None
         # BYOL's projector: its BatchNorm takes away what all states of a batch share, so the cosine
         # compares how states differ (measured: through one linear map, 2 - 2 cos fell to 6e-5 within
