@@ -71,6 +71,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, user_cards):
     (tmp_path / "badidx.yaml").write_text(card.read_text().replace("index: [72]", "index: [500]"))
     assert_user_error(run_cli("collect", "--env", tmp_path / "badidx.yaml", "--steps", 20, "--out", tmp_path / "b"),
                       "state field 'paddle_x' indexes [500] of 'ale_ram', which has 128 numbers")
+    assert not (tmp_path / "b").exists()  # nothing was collected, so no empty dataset is left behind
     assert not out.exists()  # refused before anything was written
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     from wmrl.config import CollectConfig, load_experiment
     from wmrl.data.collect import collect, open_writer
     from wmrl.envs import load_card, make_vector_env
-    from wmrl.data.store import check_new_dataset_path, is_dataset, read_metadata
+    from wmrl.data.store import check_new_dataset_path, data_dir, is_dataset, read_metadata
     from wmrl.policies import check_policy_spec, make_policy
 
     cfg = load_experiment(args.config) if args.config else None
@@ -41,10 +42,17 @@ def cmd_collect(args: argparse.Namespace) -> None:
         seed = defaults.seed + (read_metadata(args.out)["total_episodes"] if appending else 0)
 
     venv = make_vector_env(card, num_envs, asynchronous=False if args.sync else None)
+    existed, writer = Path(args.out).exists(), None
     try:
         writer = open_writer(args.out, card, venv, args.append)
         policy = make_policy(policy_spec, venv, seed)
         stats = collect(venv, policy, writer, steps, seed=seed, progress=not args.no_progress, policy_name=policy_spec)
+    except UserError:
+        if not appending and writer is not None and writer.total_episodes == 0:  # nothing collected: leave no empty dataset
+            shutil.rmtree(data_dir(args.out), ignore_errors=True)
+            if not existed:
+                shutil.rmtree(args.out, ignore_errors=True)
+        raise
     finally:
         venv.close()
     import numpy as np
