@@ -9,16 +9,19 @@
     z       --projection-->  p [B, P]  (the space the latent self-prediction loss compares in, SPR)
 
 The encoder is the V-JEPA ViT (its weights may come from stage 1), trained further by the losses of
-`wmrl.train.learner`. The latent is min-max renormalised per sample (SPR): bounded, and free of
-dataset statistics.
+`wmrl.train.learner`. The per-token latent is min-max renormalised per sample (SPR); the conv latent
+is the stem's ReLU features as they are (DQN, SPR before its renormalisation).
 
-Why LayerNorm and Mish in the MLPs (TD-MPC2's): Breakout's states differ in a few pixels, so the
-latents of different states differ by ~1e-4 of their size until the encoder learns to tell them
-apart. A ReLU unit then is alive for every state or for none, and Adam's steps (the same size
-however small the gradient) push whole units below zero together, for good. Measured with plain
-ReLU heads at ~16k-20k steps: 0.6-1.2% of the first Q layer's units alive, Q the same in every
-state, one action everywhere; at 100k still 0.3% alive. LayerNorm keeps about half of every
-sample's units above zero, and Mish passes a gradient below zero too.
+Heads, as measured on Breakout, where states differ in a few pixels so latents of different states
+differ by ~1e-4 of their size until the encoder learns to tell them apart:
+* two-layer ReLU heads lost their units: each unit was alive for every state or for none, and
+  Adam's steps (the same size however small the gradient) pushed whole units below zero for good
+  (0.6-1.2% of the first Q layer alive at 16k-20k steps, 0.3% at 100k; Q the same in every state);
+* `mlp` heads (Linear -> LayerNorm -> Mish, TD-MPC2's) keep about half of each sample's units
+  alive, but on the standardised per-token latent Q still ignored the state to 40k steps;
+* DQN's head (`q_head: dqn`) on the conv latent ranked states after 1,000 updates offline, where the
+  `mlp` head on the same latent did not (benchmarks/offline_q.py). The dynamics, reward and
+  continuation heads are `mlp`.
 """
 
 from __future__ import annotations
