@@ -125,10 +125,11 @@ def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_step
         "action_histogram": histogram.tolist(),
         "probe_r2": {},
     }
+    z_replay = None if replay is None else encode_rows(model, replay, recent_rows(replay, probe_episodes)[1])  # encoded once
     if replay is not None and not model.continuous:
-        result["replay_q"] = replay_q_spread(model, replay, probe_episodes)
+        result["replay_q"] = replay_q_spread(model, z_replay)
     if replay is not None and replay.states is not None:
-        result["probe_r2"] = replay_probes(model, replay, probe_episodes)
+        result["probe_r2"] = replay_probes(model, replay, probe_episodes, z_replay)
         result["probe_source"] = f"replay: last {min(probe_episodes, replay.num_episodes)} episodes"
     elif states and layout:
         result["probe_source"] = f"{len(played)} played episodes"
@@ -171,23 +172,23 @@ def encode_rows(model, replay: ReplayDataset, rows: np.ndarray) -> torch.Tensor:
     return torch.cat([model.encode(torch.as_tensor(replay.stacks(rows[i:i + 256]))) for i in range(0, len(rows), 256)])
 
 
-def replay_probes(model, replay: ReplayDataset, episodes: int) -> dict[str, float]:
+def replay_probes(model, replay: ReplayDataset, episodes: int, z: torch.Tensor | None = None) -> dict[str, float]:
     """Probes of the latent on the last `episodes` episodes of a replay (the agent's recent play);
-    every fourth of them is held out."""
+    every fourth of them is held out. `z`: those rows' latents, when already encoded."""
     ids, rows = recent_rows(replay, episodes)
     targets = probe_targets(replay.state_layout, replay.states[rows])
     keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(rows), bool)  # ball in play
-    z = encode_rows(model, replay, rows).numpy()
+    z = (encode_rows(model, replay, rows) if z is None else z).numpy()
     test = np.isin(replay.row_episode[rows], ids[3::4])
     return fit_probes(z, targets, keep & ~test, keep & test)
 
 
 @torch.no_grad()
-def replay_q_spread(model, replay: ReplayDataset, episodes: int) -> dict:
-    """Does Q depend on the state? Over every state of the replay's last `episodes` episodes (discrete
-    actions): the std of max_a Q and the share of states where each action is the argmax. A std near 0
-    with one action everywhere is how the heads failed when their units died."""
-    q = model.q(encode_rows(model, replay, recent_rows(replay, episodes)[1])).mean(0)  # [T, A]
+def replay_q_spread(model, z: torch.Tensor) -> dict:
+    """Does Q depend on the state? Over the replay states' latents z [T, D] (discrete actions): the
+    std of max_a Q and the share of states where each action is the argmax. A std near 0 with one
+    action everywhere is how the heads failed when their units died."""
+    q = model.q(z).mean(0)  # [T, A]
     share = torch.bincount(q.argmax(-1), minlength=model.num_actions) / len(q)
     return {"maxq_std_over_states": float(q.max(-1).values.std()), "argmax_share": share.tolist()}
 
