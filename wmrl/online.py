@@ -248,7 +248,7 @@ class OnlineRun:
 
     def evaluate(self) -> dict:
         r = self.cfg.run
-        agent = SearchAgent.load(self.out / "agent.pt")
+        agent = SearchAgent.load(self.out / "agent.pt", device=self.device)
         agent.epsilon = self.cfg.search.eval_epsilon
         env = make_env(self.card)
         try:

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import gymnasium as gym
 import numpy as np
 
@@ -73,6 +72,8 @@ def run_episodes(env: gym.Env, agent, episodes: int, seed: int = 0, max_steps: i
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 15, scale: int = 4) -> None:
     """Frames [C, H, W] uint8 (C = 1 gray or 3 RGB) -> an H.264 mp4 (yuv420p: what browsers, Jupyter
     and VS Code play), upscaled by `scale` with nearest pixels and padded to even sides (4:2:0 needs them)."""
+    import av  # PyAV (FFmpeg): loaded only when a video is written
+
     from wmrl.errors import UserError
 
     c, h, w = frames[0].shape

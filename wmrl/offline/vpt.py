@@ -40,7 +40,6 @@ from glob import glob
 from pathlib import Path
 from typing import Iterator, Literal
 
-import av
 import numpy as np
 
 from wmrl.data.replay import ReplayDataset
@@ -331,6 +330,8 @@ class ActionScaler:
 
 def probe_frames(video: bytes | Path) -> int:
     """Frame count of an mp4 from its container (no decoding); SegmentError if unreadable."""
+    import av  # PyAV: loaded by the functions that need it (this module is imported for VptConfig)
+
     try:
         with av.open(io.BytesIO(video) if isinstance(video, bytes) else str(video)) as container:
             stream = container.streams.video[0]
@@ -341,6 +342,7 @@ def probe_frames(video: bytes | Path) -> int:
 
 def decode_frames(video: bytes | Path, keep: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     """(frames [len(keep), 3, size, size] uint8 at the frame indices `keep`, total frames decoded)."""
+    import av
     import cv2
 
     wanted = {int(i): j for j, i in enumerate(keep)}
@@ -554,6 +556,8 @@ def log_line(tick: int, dx: float = 0.0, dy: float = 0.0, keys: tuple[str, ...] 
 
 def encode_mp4(frames: np.ndarray, fps: int = SOURCE_FPS) -> bytes:
     """RGB frames [F, H, W, 3] uint8 (H, W even) -> H.264 mp4 bytes, as VPT's recordings are stored."""
+    import av
+
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
