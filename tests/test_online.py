@@ -193,6 +193,21 @@ def test_learner_reduces_its_losses_on_a_fixed_replay():
     assert last["reward"] < 0.5 * first["reward"] and last["q"] < first["q"] + 1e-3 and last["loss"] < 0.5 * first["loss"]
 
 
+@pytest.mark.parametrize("model_grad", [True, False])
+def test_world_model_losses_reach_the_encoder_only_with_model_grad(model_grad):
+    """With Q's weight at 0 only the world model's losses train: they must move the dynamics, and
+    the encoder exactly when `model_grad` is on."""
+    memory = toy_memory()
+    learner = Learner(tiny_model(), LearnerConfig(batch_size=16, lr=1e-3, unroll=2, n_step=1, shift=0, q_weight=0.0,
+                                                  model_grad=model_grad))
+    encoder = [p.detach().clone() for p in learner.model.encoder.parameters()]
+    dynamics = [p.detach().clone() for p in learner.model.dynamics.parameters()]
+    learner.update(memory.sample(16, learner.cfg.sequence_length))
+    moved = lambda before, module: any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))  # noqa: E731
+    assert moved(dynamics, learner.model.dynamics)
+    assert moved(encoder, learner.model.encoder) == model_grad
+
+
 def test_consistency_is_a_cosine_distance_that_fitting_reduces():
     """2 - 2 cos lies in [0, 4] whatever the latents' scale; fitted on one batch it must fall well
     below where it starts (an MSE between the previous design's latents measured ~1e-5 from the start

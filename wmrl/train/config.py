@@ -95,6 +95,7 @@ class LearnerConfig:
     shift: int = 4  # random-shift augmentation, pixels (DrQ / SPR); 0 turns it off
     reward_clip: float = 1.0  # learn from rewards clipped to [-c, c] (DQN/SPR); 0: unclipped
     consistency_weight: float = 1.0  # the latent self-prediction term (2 - 2 cos, mean over the K steps)
+    model_grad: bool = True  # the world model's losses train the encoder too (SPR); false: only Q at real latents does
     reward_weight: float = 1.0
     cont_weight: float = 1.0
     q_weight: float = 1.0

@@ -17,7 +17,8 @@ From a sampled sequence of L = K + n observations and the real actions between t
 so Q is learned on real latents (k = 0) and on unrolled ones (k > 0), which is where a search
 evaluates it; the heads' step k weighs rho^k. Every loss is masked past the end of an episode or a life. The encoder's learning
 rate is `encoder_lr_scale` times the rest (0 freezes it); the target model is an EMA of the whole
-online model (encoder, readout, projection and Q heads).
+online model (encoder, readout, projection and Q heads). With `model_grad` off, the self-prediction,
+reward, continuation and unrolled-Q losses reach the dynamics and heads but not the encoder.
 """
 
 from __future__ import annotations
@@ -90,17 +91,20 @@ class Learner:
             pbar = [F.normalize(self.target.project(zbar[:, k]), dim=-1) for k in range(K)]  # K x [B, P]
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
-        z = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        z0 = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
         # The standardiser's statistics: real latents as the agent sees them, so not shifted (on
         # Breakout a 4-pixel shift moved the latent ~40x as much as the state did).
         with torch.no_grad():
-            model.standardise.update(z if cfg.shift == 0 else model.encode(obs[:, 0]))
+            model.standardise.update(z0 if cfg.shift == 0 else model.encode(obs[:, 0]))
+        # The unroll starts from z0 itself (the world model's losses train the encoder too, SPR) or
+        # from a detached copy (they train only the dynamics and heads; the encoder learns from Q).
+        z = z0 if cfg.model_grad else z0.detach()
         losses, consistency, latents = {"reward": 0.0, "cont": 0.0, "q": 0.0}, 0.0, []
         total_weight = 0.0
         for k in range(K):
             w = cfg.rho ** k
             total_weight += w
-            q = model.q_taken(z, action[:, k])  # [E, B]
+            q = model.q_taken(z0 if k == 0 else z, action[:, k])  # [E, B]: Q at the real latent trains the encoder
             latents.append(z)
             huber = F.smooth_l1_loss(q, targets[None, :, k].expand_as(q), reduction="none").mean(0)
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
