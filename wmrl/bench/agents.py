@@ -8,11 +8,12 @@ runner evaluates like every other agent (same card, same seeds, full episodes).
                     the same algorithms and settings on SB3's own Atari preprocessing (AtariWrapper,
                     84x84, VecFrameStack 4), as the rl-zoo trains them; Atari cards only
     sac             SB3 SAC, continuous actions
-    wmrl            `wmrl run` with the online agent: a world model learned from reward end to end,
-                    acting by search with Q at the leaves (discrete actions: every short action
-                    sequence; continuous ones: MPPI with policy-prior samples)
-    wmrl-greedy, wmrl-frozen, wmrl-no-pretrain
-                    `wmrl` with one override each (ABLATIONS): greedy on Q, encoder frozen, no stage 1
+    wmrl            `wmrl run` with the online agent of the env's config: Q learned end to end with a
+                    world model beside it, acting greedily on Q or by search with Q at the leaves
+                    (discrete actions: every short action sequence; continuous: MPPI with policy-prior samples)
+    wmrl-search, wmrl-pretrain, wmrl-frozen, wmrl-model-grad
+                    `wmrl` with overrides (ABLATIONS): acting by search while learning, stage-1
+                    pretraining, the pretrained encoder frozen, the world model's losses on the encoder
     wmrl-mpc        `wmrl run` with run.loop rounds: collect -> stage 1 -> stage 2 rounds, then the MPC planner
     wmrl-imagine    an SB3 policy trained in the imagination env of the wmrl-mpc run's last world
                     model (the same seed's folder, so no extra real steps)
@@ -38,9 +39,10 @@ from wmrl.errors import UserError
 from wmrl.policies import SB3Policy
 
 # The online agent's ablations: `wmrl` with one config override each, run like `wmrl`.
-ABLATIONS = {"wmrl-greedy": ("search.depth=1",),  # act greedily on Q: no search over the model
-             "wmrl-frozen": ("learner.encoder_lr_scale=0",),  # the encoder stays as stage 1 left it
-             "wmrl-no-pretrain": ("run.stage1_steps=0",)}  # no stage-1 V-JEPA: the encoder starts random
+ABLATIONS = {"wmrl-search": ("search.depth=2",),  # act by the 2-step search over the world model while learning
+             "wmrl-pretrain": ("run.stage1_steps=1000",),  # stage-1 V-JEPA on the seed steps first
+             "wmrl-frozen": ("run.stage1_steps=1000", "learner.encoder_lr_scale=0"),  # the encoder as stage 1 left it
+             "wmrl-model-grad": ("learner.model_grad=true",)}  # the world model's losses train the encoder too (SPR)
 AGENTS = ("random", "ppo", "a2c", "dqn", "ppo-zoo", "a2c-zoo", "dqn-zoo", "sac", "wmrl", *ABLATIONS, "wmrl-mpc",
           "wmrl-imagine")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn", "dqn-zoo"}, {"sac"}
