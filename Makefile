@@ -1,8 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - creates .venv, installs wmrl with every env, runs the main job on a small default:
-#                 the online agent on Breakout (random data -> stage-1 V-JEPA encoder -> acting by search
-#                 while the world model and Q learn end to end), then encoder probes, the agent's
-#                 diagnostics and a searched episode in the real env
+#                 the online agent on Breakout (random data -> stage-1 V-JEPA encoder -> acting on Q
+#                 while Q learns end to end and the world model beside it), then encoder probes, the
+#                 agent's diagnostics and an episode acted by the 2-step search in the real env
 #   make test   - creates .venv, installs wmrl with every env, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/wmrl data info runs/demo/data
 	$(BIN)/wmrl eval --stage 1 --checkpoint runs/demo/encoder --data runs/demo/data
 	$(BIN)/wmrl eval --agent runs/demo --episodes 2
-	$(BIN)/wmrl plan --checkpoint runs/demo --episodes 1 --max-steps 2000 --video runs/demo/plan.mp4
+	$(BIN)/wmrl plan --checkpoint runs/demo --depth 2 --episodes 1 --max-steps 2000 --video runs/demo/plan.mp4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
