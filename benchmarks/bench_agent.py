@@ -1,8 +1,8 @@
 """Benchmark of the online agent's speed: ms per action for N envs in one batch, learner updates/s.
 
-1. Acting: the search agent of `--config` (default breakout: depth 2, 16 action sequences, Q at
-   the leaves) over random weights of the config's shapes (the search costs the same for trained
-   weights: it scores every sequence), on real frame stacks of the card's env; one call acts for
+1. Acting: the search agent of `--config` at depth 1 (greedy Q), 2 (Breakout: 16 action
+   sequences, Q at the leaves) and the config's, over random weights of the config's shapes (the
+   search costs the same for trained weights: it scores every sequence), on real frame stacks of the card's env; one call acts for
    `--num-envs` envs at once (encode + search). Reported: ms per call and per env-step.
 2. Learning: `Learner.update` at the config's batch size, unroll and n-step, on a replay filled
    with real random-policy frames; updates/s.
@@ -80,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         venv.close()
     torch.manual_seed(0)
     model = AgentWorldModel(cfg.stage1.model.encoder, cfg.learner.model, stack_shape, int(venv.single_action_space.n))
-    agent = SearchAgent(model.to(args.device), cfg.search.depth, cfg.learner.gamma)
+    model = model.to(args.device)
     calls = iter(range(10**9))
-    agent.act(stacks[0])  # warm-up
-    act = 1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)]), args.seconds, 5))
-    one = 1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)][:1]), args.seconds / 2, 5))
+    acting = {}  # search depth -> (ms per call for all envs, ms per call for one env)
+    for depth in sorted({1, 2, cfg.search.depth}):  # greedy Q, the 2-step search, the config's
+        agent = SearchAgent(model, depth, cfg.learner.gamma)
+        agent.act(stacks[0])  # warm-up
+        acting[depth] = (1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)]), args.seconds, 5)),
+                         1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)][:1]), args.seconds / 2, 5)))
+    act, one = acting[cfg.search.depth]
     learner = Learner(model, cfg.learner, args.device)
     sample = lambda: memory.sample(cfg.learner.batch_size, cfg.learner.sequence_length)  # noqa: E731
     learner.update(sample())
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     updates = r.replay_ratio * (r.budget - r.seed_steps)
     hours = (r.budget / args.num_envs * act.mean() / 1000 + updates * upd.mean()) / 3600
     result = {"env": card.name, "num_envs": args.num_envs, "depth": cfg.search.depth,
-              "sequences": int(agent.search.candidates.shape[0]), "encoder_tokens": model.encoder.num_tokens,
+              "ms_per_call_by_depth": {d: float(a.mean()) for d, (a, _) in acting.items()},
+              "encoder_tokens": model.encoder.num_tokens,
               "ms_per_call_mean": float(act.mean()), "ms_per_call_median": float(np.median(act)),
               "ms_per_env_step": float(act.mean() / args.num_envs), "ms_per_call_one_env": float(one.mean()),
               "update_s_mean": float(upd.mean()), "updates_per_s": float(1 / upd.mean()),
@@ -112,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine['cores']} cores, {args.threads} torch threads, torch {machine['torch']}, device {machine['device']}, "
         f"load {machine['load_avg']}", "",
         "| acting | ms per call (mean) | median | ms per env-step | 1 env: ms per call |", "|---|---|---|---|---|",
-        f"| {args.num_envs} envs, search depth {cfg.search.depth} ({result['sequences']} sequences) | "
-        f"{act.mean():.1f} {mark(act.mean() <= TARGETS['ms_per_action_batch'])} | {np.median(act):.1f} | "
-        f"{act.mean() / args.num_envs:.2f} | {one.mean():.1f} |", "",
+        *(f"| {args.num_envs} envs, search depth {d} ({model.num_actions ** d} sequences)"
+          f"{' (the config' + chr(39) + 's)' if d == cfg.search.depth else ''} | "
+          f"{a.mean():.1f} {mark(a.mean() <= TARGETS['ms_per_action_batch'])} | {np.median(a):.1f} | "
+          f"{a.mean() / args.num_envs:.2f} | {o.mean():.1f} |" for d, (a, o) in acting.items()), "",
         "| learner | s per update | updates/s |", "|---|---|---|",
         f"| batch {cfg.learner.batch_size}, unroll {cfg.learner.unroll}, n-step {cfg.learner.n_step} | {upd.mean():.3f} | "
         f"{1 / upd.mean():.2f} |", "",

@@ -45,6 +45,6 @@ def test_bench_agent_quick(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert result["num_envs"] == 8 and result["sequences"] == 16 and result["ms_per_call_mean"] > 0
+    assert result["num_envs"] == 8 and set(result["ms_per_call_by_depth"]) == {"1", "2"} and result["ms_per_call_mean"] > 0
     assert result["updates_per_s"] > 0 and result["hours_per_budget"] > 0
     assert "ms per call" in next(tmp_path.glob("*.md")).read_text()
