@@ -203,7 +203,7 @@ def test_stage2_trains_on_vpt_and_eval_reuses_the_checkpoint_scaler(tmp_path, ca
     config = tmp_path / "vpt-tiny.yaml"
     config.write_text("""
 vpt: {size: 32, frameskip: 2, frame_stack: 2}
-data: {clip_len: 6, batch_size: 8, val_fraction: 0.25}
+data: {clip_len: 6, val_fraction: 0.25}
 stage1:
   model: {encoder: {size: micro, width: 48, depth: 2, heads: 4, patch: 8, tubelet: 2}, predictor: {width: 48, depth: 1, heads: 4}}
   optim: {steps: 10, batch_size: 8, warmup_steps: 2}

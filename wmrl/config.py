@@ -169,13 +169,12 @@ class CollectConfig:
 
 @dataclass
 class DataConfig:
-    clip_len: int = 16  # T: observations per training clip
-    batch_size: int = 32
+    clip_len: int = 16  # T: observations per training clip (batch sizes are the stages' optim.batch_size)
     val_fraction: float = 0.1  # share of episodes held out, chosen by episode id
 
     def __post_init__(self):
-        if self.clip_len < 1 or self.batch_size < 1:
-            raise ValueError("data.clip_len and data.batch_size must be >= 1")
+        if self.clip_len < 1:
+            raise ValueError("data.clip_len must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
 
