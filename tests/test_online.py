@@ -122,6 +122,28 @@ def test_search_keeps_q_s_ranking_when_the_model_ignores_actions():
     assert (best[:, 0] == 1).all()
 
 
+def test_tree_search_scores_equal_stepping_every_sequence_alone():
+    """The discrete search steps once per distinct prefix; its scores must be those of rolling each
+    sequence out by itself (here with random reward and dynamics heads, 3 actions, depth 3)."""
+    model = tiny_model(num_actions=3).eval()
+    for head in (model.reward_head, model.next_head):
+        torch.nn.init.normal_(head.weight, std=0.5)
+    z = model.encode(torch.as_tensor(toy_memory().sample(2, 1).obs[:, 0]))
+    candidates = ExhaustiveSearch(3, depth=3).candidates.expand(2, -1, -1)  # [2, 27, 3]
+    with torch.no_grad():
+        scores = q_search_objective(model, z, 0.9)(candidates)
+        for env in range(2):
+            for j, seq in enumerate(candidates[env]):
+                zt, ret, disc, total = z[env:env + 1], 0.0, 1.0, 0.0
+                for t, a in enumerate(seq.tolist()):
+                    action = torch.tensor([a])
+                    total += ret + disc * float(model.q_taken(zt, action).mean())
+                    zt, reward_logits, cont_logit = model.step(zt, action)
+                    ret += disc * float(model.reward(reward_logits))
+                    disc *= 0.9 * float(torch.sigmoid(cont_logit))
+                assert float(scores[env, j]) == pytest.approx(total / 3, rel=1e-4, abs=1e-5)
+
+
 def toy_memory(steps: int = 300, continuous: bool = False) -> TransitionMemory:
     """Random play of the discrete toy env (or the continuous one) in a replay memory."""
     memory = TransitionMemory(steps + 100, (1, 12, 12), frame_stack=2, seed=0, action_dim=1 if continuous else None)

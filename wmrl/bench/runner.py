@@ -56,7 +56,7 @@ SUITES: dict[str, list[Cell]] = {
                    config="quick-breakout", imagine_steps=2048, eval_max_steps=500)
     + _grid({"reacher": ("random", "ppo", "sac")}, 1000, 2, eval_max_steps=50),
     # Atari-100k (benchmarks/PROTOCOL.md): 100k agent steps, 20 full episodes per seed; the online
-    # agent's ablations (greedy Q, frozen encoder, no stage 1) in the same table.
+    # agent's ablations (search while learning, pretraining, frozen encoder, world-model gradients) in the same table.
     "atari100k": _grid({"breakout": (*DISCRETE_AGENTS, *ABLATIONS)}, 100_000, 20),
     # Goal reaching from pixels (benchmarks/PROTOCOL.md): 50 seeded episodes, success rate.
     "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),

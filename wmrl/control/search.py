@@ -60,10 +60,15 @@ class ExhaustiveSearch:
 
 
 def q_search_objective(model: AgentWorldModel, z: torch.Tensor, gamma: float) -> BatchObjective:
-    """Scores of action sequences [N, S, d] from the latents z [N, D] (see the module docstring)."""
+    """Scores of action sequences [N, S, d] from the latents z [N, D] (see the module docstring).
+    Discrete actions: the model steps once per distinct prefix and Q is read for all actions of a
+    node at once (depth 2 on Breakout: 4 model steps per env instead of 16), with the same scores
+    as stepping every sequence on its own."""
 
     def objective(actions: torch.Tensor) -> torch.Tensor:
         n, s, d = actions.shape[:3]
+        if not actions.dtype.is_floating_point:
+            return _discrete_scores(model, z, actions, gamma)
         zt = z.repeat_interleave(s, 0)  # [N*S, D]
         flat = actions.reshape(n * s, d, *actions.shape[3:])
         ret = torch.zeros(n * s, device=z.device)  # sum of discounted predicted rewards so far
@@ -78,6 +83,27 @@ def q_search_objective(model: AgentWorldModel, z: torch.Tensor, gamma: float) ->
         return (estimates / d).view(n, s)
 
     return objective
+
+
+def _discrete_scores(model: AgentWorldModel, z: torch.Tensor, actions: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The objective for action indices [N, S, d] over a tree: node i holds a latent zt[i], its
+    discounted reward so far and its discount; `node` [N*S] is each sequence's node at step t."""
+    n, s, d = actions.shape
+    a = model.num_actions
+    flat = actions.reshape(n * s, d)
+    node = torch.arange(n, device=z.device).repeat_interleave(s)  # step 0: the env's own latent
+    zt, ret, discount = z, z.new_zeros(n), z.new_ones(n)
+    estimates = 0.0
+    for t in range(d):
+        q = model.q(zt).mean(0)  # [nodes, A]
+        estimates = estimates + ret[node] + discount[node] * q[node, flat[:, t]]  # G_{t+1}
+        if t < d - 1:
+            children, node = torch.unique(node * a + flat[:, t], return_inverse=True)  # one step per (node, action)
+            parent = children // a
+            zt, reward_logits, cont_logit = model.step(zt[parent], children % a)
+            ret = ret[parent] + discount[parent] * model.reward(reward_logits)
+            discount = discount[parent] * gamma * torch.sigmoid(cont_logit)
+    return (estimates / d).view(n, s)
 
 
 def to_unit(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
