@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wmrl.config import ExperimentConfig, from_dict, load_experiment, load_yaml
+from wmrl.config import ExperimentConfig, from_dict, load_experiment, load_yaml, to_dict
 from wmrl.envs.card import EnvCard, card_paths, load_card, load_card_file
 from wmrl.errors import ConfigError, EnvError
 from wmrl.resources import shipped_dir
@@ -91,3 +91,11 @@ def test_experiment_config_by_name_and_typo(tmp_path):
         load_experiment(str(path))
     with pytest.raises(ConfigError, match="config file not found"):
         load_experiment(str(tmp_path / "missing.yaml"))
+
+
+def test_retired_keys_are_errors_in_config_files_and_skipped_in_stored_run_records(tmp_path):
+    stored = to_dict(load_experiment("breakout"))
+    stored["data"]["batch_size"] = 32  # what earlier versions wrote into run.json
+    assert from_dict(ExperimentConfig, stored, source=str(tmp_path / "run.json")).data == load_experiment("breakout").data
+    with pytest.raises(ConfigError, match="data.batch_size' was removed"):
+        from_dict(ExperimentConfig, stored, source="configs/mine.yaml")

@@ -53,6 +53,10 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, read_yaml(path), source=str(path))
 
 
+# Keys earlier versions wrote, and why they went: an error in a config file, skipped in a stored run.json.
+RETIRED = {"data.batch_size": "it was read nowhere; each stage's optim.batch_size sets its batch size"}
+
+
 def from_dict(cls: type[T], data: Any, source: str = "<dict>", prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping, checking every key and type."""
     where = prefix.rstrip(".") or "top level"
@@ -61,6 +65,11 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", prefix: str = "")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    for key in [k for k in unknown if prefix + k in RETIRED]:
+        if not source.endswith(".json"):  # a config a person writes: say what replaced it
+            raise ConfigError(f"{source}: '{prefix}{key}' was removed ({RETIRED[prefix + key]})")
+        unknown.remove(key)  # a stored config (run.json) of an earlier version: the key did nothing
+        data = {k: v for k, v in data.items() if k != key}
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}' (allowed at {where}: {', '.join(fields)})"
