@@ -326,6 +326,10 @@ def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_pa
     assert record["steps"] == data.episode_steps.sum() == 1000
     assert record["updates"] == 400
     assert (out / "encoder" / "checkpoint.pt").is_file()
+    # the clock goes on from the killed run's last checkpoint: its seconds count in the total
+    before = saved["progress"][-1]["seconds"]
+    resumed = [row["seconds"] for row in record["progress"][len(saved["progress"]):]]
+    assert resumed and min(resumed) >= before
 
 
 def test_returns_to_life_end_cut_at_lost_lives_and_clip_rewards():

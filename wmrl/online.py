@@ -15,7 +15,7 @@ SIGKILL are collected again (Ctrl-C / SIGTERM store them truncated first).
 
     out/data/        the replay dataset           out/encoder/     the stage-1 run (when pretrained)
     out/learner.pt   learner + counters            out/agent.pt     the acting agent (a `--policy`)
-    out/run.json     config, progress rows, the final evaluation
+    out/run.json     config, progress rows (seconds count across resumes), the final evaluation
     out/metrics.jsonl  losses every `LOG_EVERY` updates and every finished episode's return
 """
 
@@ -176,7 +176,8 @@ class OnlineRun:
                     buffers[i] = EpisodeBuffer(obs[i, -1].copy(), None if state is None else state[i], None)
 
         next_checkpoint = (steps // r.checkpoint_every + 1) * r.checkpoint_every
-        start = time.perf_counter()
+        done_before = self.record["progress"][-1]["seconds"] if self.record["progress"] else 0.0  # a resumed run's time so far
+        start = time.perf_counter() - done_before
         try:
             while steps < r.budget:
                 if learner is None and steps >= r.seed_steps:  # the seed phase is over: start learning

@@ -99,6 +99,10 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False, device: s
     policy, curve = train_agent(cell.agent, card, cell.budget, seed, folder, cell.config or card.name,
                                 cell.imagine_steps, progress, device)
     train_seconds = time.perf_counter() - start
+    record = folder / "run.json"  # an online wmrl run counts its own time across resumes (and runs finished elsewhere)
+    if (cell.agent == "wmrl" or cell.agent in ABLATIONS) and record.is_file():
+        progress = json.loads(record.read_text())["progress"]
+        train_seconds = max(train_seconds, progress[-1]["seconds"] if progress else 0.0)
     with open(folder / "curve.csv", "w", newline="") as f:
         csv.writer(f).writerows([("env_steps", "return"), *curve])
     # Every agent meets the same evaluation episodes: seeds fixed by the cell's seed, not its agent.
