@@ -154,6 +154,14 @@ def test_zoo_variant_learns_per_life_on_sb3_frames_and_is_evaluated_on_full_game
             done = terminated or truncated
         ends.append(info["lives"])
     assert ends == [4, 0]  # learning: a lost life ends the episode; evaluation: the whole game
+    # evaluation serves the ball after each lost life, as the card's games do: an agent that never
+    # presses FIRE (trained per life, it never had to) still ends its game, far before the step cap
+    play.reset(seed=1)
+    for step in range(3000):
+        _, _, terminated, truncated, info = play.step(0)
+        if terminated or truncated:
+            break
+    assert terminated and info["lives"] == 0 and step < 3000
 
 
 def test_interval_estimates_match_independent_computations():
