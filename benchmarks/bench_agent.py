@@ -2,8 +2,8 @@
 
 1. Acting: the search agent of `--config` at depth 1 (greedy Q), 2 (Breakout: 16 action
    sequences, Q at the leaves) and the config's, over random weights of the config's shapes (the
-   search costs the same for trained weights: it scores every sequence), on real frame stacks of the card's env; one call acts for
-   `--num-envs` envs at once (encode + search). Reported: ms per call and per env-step.
+   search costs the same for trained weights: it scores every sequence), on real frame stacks of
+   the card's env; one call acts for `--num-envs` envs at once (encode + search). Reported: ms per call and per env-step.
 2. Learning: `Learner.update` at the config's batch size, unroll and n-step, on a replay filled
    with real random-policy frames; updates/s.
 3. The wall time one 100k-step seed of `wmrl run` needs at these rates (acting + updates at the
