@@ -471,21 +471,3 @@ def test_conv_latent_is_the_stem_feature_map():
     assert model.step(z, torch.zeros(5, dtype=torch.long))[0].shape == (5, 64 * 49) and model.q(z).shape == (2, 5, 4)
     with pytest.raises(ValueError, match="conv stem"):
         AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, patch=12), AgentModelConfig(latent="conv"), (4, 1, 84, 84), 4)
-
-
-def test_keypoint_latent_adds_each_channels_soft_argmax():
-    enc = EncoderConfig(size="micro", width=32, depth=0, stem="conv", tubelet=4, patch=12)
-    model = AgentWorldModel(enc, AgentModelConfig(latent="keypoints", hidden=64), (4, 1, 84, 84), 4)
-    obs = torch.randint(0, 255, (3, 4, 1, 84, 84), dtype=torch.uint8)
-    with torch.no_grad():
-        z = model.encode(obs)
-        features = model.encoder.patch_embed.convs(obs.float().div(255).flatten(1, 2))
-    assert model.latent_dim == 64 * 49 + 128 and torch.allclose(z[:, :64 * 49], features.flatten(1), atol=1e-5)
-    assert model.q(z).shape == (2, 3, 4) and model.step(z, torch.zeros(3, dtype=torch.long))[0].shape == z.shape
-    # A sharp peak at row 1, column 5 of a 7x7 map: its channel's keypoint is that cell's (x, y).
-    peak = torch.zeros(1, 64, 7, 7)
-    peak[0, 3, 1, 5] = 50.0
-    keypoints = model.keypoints(peak)
-    grid = torch.linspace(-1, 1, 7)
-    assert torch.allclose(keypoints[0, 3], grid[5], atol=1e-4) and torch.allclose(keypoints[0, 64 + 3], grid[1], atol=1e-4)
-    assert torch.allclose(keypoints[0, 0], torch.tensor(0.0), atol=1e-6)  # a flat channel: the map's centre

@@ -1,8 +1,7 @@
 """The agent's world model: what `wmrl run` learns from reward, end to end.
 
     stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
-      (or, latent "conv": --the ViT's conv stem--> ReLU map [B, 64, h, w] --flatten--> z [B, 64 * N];
-       latent "keypoints": that map, then each channel's soft-argmax (x, y) in [-1, 1] -> z [B, 64 * N + 128])
+      (or, latent "conv": --the ViT's conv stem--> ReLU map [B, 64, h, w] --flatten--> z [B, 64 * N])
     (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
     (z, a)  --Q-ensemble-->  Q [E, B]     (continuous actions in [-1, 1]^A)
@@ -90,22 +89,6 @@ def dqn_head(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
-class SpatialSoftArgmax(nn.Module):
-    """map [B, C, h, w] -> keypoints [B, 2 * C]: each channel's expected (x, y) in [-1, 1] under a
-    softmax over its cells with a learned temperature per channel (deep spatial autoencoders,
-    Levine et al. 2016): where a channel fires most, as two numbers."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.log_temperature = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        weights = torch.softmax(x.flatten(2) / self.log_temperature.exp()[:, None], -1).view(b, c, h, w)
-        ys, xs = torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device)
-        return torch.cat([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], -1)
-
-
 LOG_STD = (-5.0, 1.0)  # the policy prior's log-std range (TD-MPC2)
 
 
@@ -124,15 +107,11 @@ class AgentWorldModel(nn.Module):
         # pooled or globally projected latent let the static bricks and walls drown the one-pixel
         # ball (measured: latents read out by 4 attention queries varied across Breakout states by a
         # per-dimension std of 2e-5 after 1,000 updates).
-        self.keypoints = None
-        if cfg.latent in ("conv", "keypoints"):
+        if cfg.latent == "conv":
             if encoder.stem != "conv":
-                raise ValueError(f"agent model: latent '{cfg.latent}' needs the encoder's conv stem (stem: conv)")
+                raise ValueError("agent model: latent 'conv' needs the encoder's conv stem (stem: conv)")
             self.latent_dim = latent = 64 * self.encoder.num_tokens  # 64 channels per cell of the stem's grid
             self.readout = None
-            if cfg.latent == "keypoints":
-                self.keypoints = SpatialSoftArgmax(64)
-                self.latent_dim = latent = latent + 2 * 64
         else:
             self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims
             self.readout = nn.Linear(self.encoder.width, cfg.token_dims)
@@ -174,10 +153,7 @@ class AgentWorldModel(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, K, C, H, W] uint8 (or float in [0, 255]) -> z [B, D]."""
         if self.readout is None:  # latent "conv": the stem's feature map, as DQN's head sees it
-            features = self.encoder.patch_embed.features(obs.float().div(255).flatten(1, 2))  # [B, 64, h, w]
-            if self.keypoints is None:
-                return features.flatten(1)
-            return torch.cat([features.flatten(1), self.keypoints(features)], -1)
+            return self.encoder.patch_embed.features(obs.float().div(255).flatten(1, 2)).flatten(1)
         return renormalise(self.readout(self.encoder(obs)).flatten(1))
 
     def step(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

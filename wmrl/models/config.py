@@ -179,10 +179,8 @@ class AgentModelConfig:
     # What the agent's latent z is. "tokens": the encoder's output tokens, each read out to token_dims
     # numbers in grid order, min-max renormalised per sample. "conv": the conv stem's ReLU feature
     # map, flattened (DQN's and SPR's latent; needs stem: conv), which keeps a few pixels' change at
-    # the scale Q can learn from (see wmrl.models.agent_model). "keypoints": "conv" plus each
-    # channel's spatial soft-argmax (x, y) over the map (Levine et al. 2016's keypoints), so a
-    # position is linear in the latent rather than spread over the map's cells.
-    latent: Literal["tokens", "conv", "keypoints"] = "tokens"
+    # the scale Q can learn from (see wmrl.models.agent_model).
+    latent: Literal["tokens", "conv"] = "tokens"
     token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
     # The Q heads. "mlp": two Linear -> LayerNorm -> Mish layers on the standardised latent. "dqn":
     # DQN's head on the latent as it is, Linear -> ReLU -> Linear (measured offline on Breakout
