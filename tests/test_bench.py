@@ -275,3 +275,23 @@ def test_ablation_agents_are_valid_overrides_of_the_agent_configs():
     assert breakout.learner.encoder_lr_scale > 0
 
 
+
+
+def test_report_names_the_machine_each_cell_trained_on(tmp_path):
+    from wmrl.bench.report import machines
+
+    cpu = {"cpu": "AMD EPYC", "cpus": 2, "torch_threads": 1, "torch": "2.13.0+cpu", "cuda": None}
+    gpu = {"cpu": "Xeon", "cpus": 16, "torch_threads": 1, "torch": "2.11.0+cu130", "cuda": "NVIDIA H200"}
+    results = []
+    for agent, seed, machine, device in (("dqn", 0, cpu, "cpu"), ("ppo", 0, gpu, "cuda"), ("ppo", 1, gpu, "cuda"),
+                                         ("random", 0, gpu, "cpu")):
+        folder = tmp_path / agent / str(seed)
+        folder.mkdir(parents=True)
+        (folder / "cell.json").write_text(json.dumps({"machine": machine, "device": device}))
+        results.append({"agent": agent, "seed": seed, "folder": folder})
+    lines = machines(results).splitlines()
+    assert lines[0].startswith("Machines") and len(lines) == 4
+    assert "AMD EPYC, 2 CPUs, 1 torch threads, torch 2.13.0+cpu, trained on the CPU: dqn seed 0" in lines[1]
+    assert lines[2].endswith("trained on GPU NVIDIA H200: ppo seed 0, ppo seed 1")
+    assert lines[3].endswith("trained on the CPU: random seed 0")  # a GPU machine's cell run on its CPU
+    assert machines(results[:1]).startswith("Machine: AMD EPYC")

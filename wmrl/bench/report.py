@@ -237,20 +237,32 @@ def write_report(root: str | Path) -> Path:
     return root / "report.md"
 
 
+def machines(results: list[dict]) -> str:
+    """Where the cells were trained: one line per machine, naming its cells (train h/seed is that machine's)."""
+    where: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        cell = json.loads((Path(r["folder"]) / "cell.json").read_text())
+        m = cell["machine"]
+        name = (f"{m['cpu'] + ', ' if m.get('cpu') else ''}{m['cpus']} CPUs, {m['torch_threads']} torch threads, "
+                f"torch {m['torch']}, " + (f"trained on GPU {m['cuda']}" if m.get("cuda") and str(cell.get("device", "cpu")).startswith("cuda")
+                                           else "trained on the CPU"))
+        where[name].append(f"{r['agent']} seed {r['seed']}")
+    if len(where) == 1:
+        return f"Machine: {next(iter(where))}."
+    return "Machines (train h/seed is each cell's own machine's):\n" + "\n".join(
+        f"- {name}: {', '.join(sorted(cells))}" for name, cells in where.items())
+
+
 def cells_report(root: Path, results: list[dict]) -> str:
     rows = summarise(results)
     with open(root / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
         writer.writeheader()
         writer.writerows(rows)
-    cell = json.loads(next(Path(results[0]["folder"]).glob("cell.json")).read_text())
-    m = cell["machine"]
     text = ("Protocol: benchmarks/PROTOCOL.md: every agent learns at the same real-env step budget on the same env card "
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
             "seeds of each seed's mean evaluation return; the 95% confidence intervals are rliable's stratified "
-            "bootstrap over seeds (2,000 resamples).\n\n"
-            f"Machine: {m['cpu'] + ', ' if m.get('cpu') else ''}{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
-            f"GPU {m['cuda'] or 'none'}.\n\n" + markdown(rows))
+            "bootstrap over seeds (2,000 resamples).\n\n" + machines(results) + "\n\n" + markdown(rows))
     for path in plot_curves(results, root):
         text += f"\n![{path.stem}]({path.name})\n"
     return text
