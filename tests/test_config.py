@@ -61,6 +61,7 @@ def test_every_shipped_card_and_config_loads():
 
 def test_card_found_by_name_gym_id_and_path(tmp_path):
     assert load_card("ALE/Breakout-v5").name == "breakout"
+    assert load_card("breakout-sticky").preprocess.sticky_actions == 0.25  # a variant card: by its name only
     assert load_card("breakout").gym_id == "ALE/Breakout-v5"
     path = tmp_path / "mine.yaml"
     path.write_text("name: cartpole\ngym_id: CartPole-v1\npixels: render\n")

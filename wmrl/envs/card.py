@@ -136,7 +136,8 @@ def list_cards() -> list[EnvCard]:
 
 
 def load_card(name: str) -> EnvCard:
-    """Find a card by path, file stem, card name, or Gymnasium id.
+    """Find a card by path, file stem, card name, or Gymnasium id (an id that several cards share
+    names the one with the shortest name: ALE/Breakout-v5 is `breakout`, not `breakout-sticky`).
 
     Raises:
         EnvError: no shipped card matches and `name` is not a card file.
@@ -152,8 +153,12 @@ def load_card(name: str) -> EnvCard:
             return load_card_file(p)
     cards = list_cards()
     for card in cards:
-        if name in (card.name, card.gym_id):
+        if name == card.name:
             return card
+    # A Gymnasium id several cards share (breakout, breakout-sticky) names the plain card: the shortest name.
+    same_id = sorted((c for c in cards if c.gym_id == name), key=lambda c: (len(c.name), c.name))
+    if same_id:
+        return same_id[0]
     known = ", ".join(f"{c.name} ({c.gym_id})" for c in cards)
     raise EnvError(
         f"unknown env '{name}': no env card has that name or Gymnasium id (cards: {known}); "
