@@ -266,12 +266,15 @@ def test_ablation_agents_are_valid_overrides_of_the_agent_configs():
     from wmrl.config import load_experiment
 
     for config in ("breakout", "reacher"):
-        search, pretrain, frozen, model_grad = (load_experiment(config, ("run.loop=online", *runner.ABLATIONS[a]))
-                                                for a in ("wmrl-search", "wmrl-pretrain", "wmrl-frozen", "wmrl-model-grad"))
+        search, greedy, pretrain, frozen, model_grad = (
+            load_experiment(config, ("run.loop=online", *runner.ABLATIONS[a]))
+            for a in ("wmrl-search", "wmrl-greedy", "wmrl-pretrain", "wmrl-frozen", "wmrl-model-grad"))
         assert search.search.depth == 2 and pretrain.run.stage1_steps > 0 and model_grad.learner.model_grad
+        assert greedy.search.eval_depth == 1
         assert frozen.learner.encoder_lr_scale == 0 and frozen.run.stage1_steps > 0
     breakout = load_experiment("breakout")  # each ablation changes what it names
-    assert breakout.search.depth == 1 and breakout.run.stage1_steps == 0 and not breakout.learner.model_grad
+    assert breakout.search.depth == 1 and breakout.search.eval_depth == 2  # learns greedily, acts by the search
+    assert breakout.run.stage1_steps == 0 and not breakout.learner.model_grad
     assert breakout.learner.encoder_lr_scale > 0
 
 

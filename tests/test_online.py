@@ -345,7 +345,8 @@ def test_eval_agent_diagnoses_a_run(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     assert run_cli("run", "--config", toy_config(tmp_path, budget=400, eval_episodes=0), "--out", out, "--no-progress",
-                   env=env).returncode == 0
+                   "--set", "search.eval_depth=2", env=env).returncode == 0
+    assert SearchAgent.load(out / "agent.pt").depth == 2  # learned greedily (the toy's depth 1), acts by the search
     result = run_cli("eval", "--agent", out, "--episodes", "2", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     diag = json.loads((out / "eval_agent.json").read_text())

@@ -91,10 +91,12 @@ class OnlineRun:
         return AgentWorldModel(self.cfg.stage1.model.encoder, self.cfg.learner.model, stack_shape,
                                space.shape[0] if continuous else space.n, continuous)
 
-    def _agent(self, model: AgentWorldModel, seed: int, epsilon: float = 0.0) -> SearchAgent:
+    def _agent(self, model: AgentWorldModel, seed: int, epsilon: float = 0.0, trained: bool = False) -> SearchAgent:
+        """The acting agent; `trained`: the one saved for after learning (at `search.eval_depth`)."""
         s, space = self.cfg.search, self.action_space
         bounds = {"low": space.low, "high": space.high} if model.continuous else {}
-        return SearchAgent(model, s.depth, self.cfg.learner.gamma, epsilon, seed=seed, mppi=s.mppi, **bounds)
+        depth = s.eval_depth if trained and s.eval_depth else s.depth
+        return SearchAgent(model, depth, self.cfg.learner.gamma, epsilon, seed=seed, mppi=s.mppi, **bounds)
 
     def _unit(self, actions: np.ndarray) -> np.ndarray:
         """Continuous env actions [..., A] -> [-1, 1]."""
@@ -235,7 +237,7 @@ class OnlineRun:
             store_running()  # budget spent or interrupted: keep the unfinished episodes
             if learner is not None:
                 self._save(learner, writer.meta["total_steps"], episodes)
-                self._agent(learner.model, r.seed, cfg.search.explore_end).save(self.out / "agent.pt")
+                self._agent(learner.model, r.seed, cfg.search.explore_end, trained=True).save(self.out / "agent.pt")
             log.close()
 
     def _progress(self, steps: int, learner: Learner | None, returns: list[float], start: float) -> None:
@@ -274,7 +276,7 @@ def load_agent(out: str | Path) -> SearchAgent:
     env.close()
     model = run._model(stack_shape)
     model.load_state_dict(load_checkpoint(out / "learner.pt")["learner"]["model"])
-    return run._agent(model, run.cfg.run.seed, run.cfg.search.explore_end)
+    return run._agent(model, run.cfg.run.seed, run.cfg.search.explore_end, trained=True)
 
 
 def new_run(cfg: ExperimentConfig, out: str | Path, **kwargs):

@@ -40,6 +40,7 @@ from wmrl.policies import SB3Policy
 
 # The online agent's ablations: `wmrl` with one config override each, run like `wmrl`.
 ABLATIONS = {"wmrl-search": ("search.depth=2",),  # act by the 2-step search over the world model while learning
+             "wmrl-greedy": ("search.eval_depth=1",),  # the trained agent acts greedily on Q, not by the search
              "wmrl-pretrain": ("run.stage1_steps=1000",),  # stage-1 V-JEPA on the seed steps first
              "wmrl-frozen": ("run.stage1_steps=1000", "learner.encoder_lr_scale=0"),  # the encoder as stage 1 left it
              "wmrl-model-grad": ("learner.model_grad=true",)}  # the world model's losses train the encoder too (SPR)

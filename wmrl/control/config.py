@@ -63,6 +63,10 @@ class SearchConfig:
     discrete actions, Gaussian noise of that std (in [-1, 1] action units) for continuous ones."""
 
     depth: int = 2  # discrete: 1 is greedy Q; continuous: MPPI's horizon (1: Q alone)
+    # The trained agent's depth (agent.pt: the run's evaluation, `wmrl plan`, the benchmarks) when it
+    # differs from the depth it learned with; 0: `depth`. Learning greedily and acting by the search
+    # afterwards costs the search's time only at evaluation.
+    eval_depth: int = 0
     mppi: MPPISettings = field(default_factory=MPPISettings)
     explore_start: float = 1.0
     explore_end: float = 0.02
@@ -72,6 +76,8 @@ class SearchConfig:
     def __post_init__(self):
         if self.depth < 1 or self.explore_steps < 1:
             raise ValueError("search.depth and search.explore_steps must be >= 1")
+        if self.eval_depth < 0:
+            raise ValueError(f"search.eval_depth must be >= 0 (0: search.depth), got {self.eval_depth}")
         if not all(0.0 <= e <= 1.0 for e in (self.explore_start, self.explore_end, self.eval_epsilon)):
             raise ValueError("search: explore_start, explore_end and eval_epsilon must be in [0, 1]")
 
