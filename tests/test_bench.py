@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,8 @@ def test_bench_errors(tmp_path):
     r = run_cli("bench", "--suite", "quick", "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "--readme goes with --report" in r.stderr
     (tmp_path / "README.md").write_text("no markers\n")
-    r = run_cli("bench", "--report", REPO / "benchmarks/results/atari100k-64px", "--readme", tmp_path / "README.md")
+    results = shutil.copytree(REPO / "benchmarks/results/atari100k-64px", tmp_path / "results")  # the report is rewritten
+    r = run_cli("bench", "--report", results, "--readme", tmp_path / "README.md")
     assert r.returncode == 2 and "needs the headline markers" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "README.md").read_text() == "no markers\n"
     corrupt = tmp_path / "c" / "breakout" / "random" / "seed-0"
