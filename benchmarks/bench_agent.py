@@ -1,7 +1,8 @@
 """Benchmark of the online agent's speed: ms per action for N envs in one batch, learner updates/s.
 
 1. Acting: the search agent of `--config` at depth 1 (greedy Q), 2 (Breakout: 16 action
-   sequences, Q at the leaves) and the config's, over random weights of the config's shapes (the
+   sequences, Q at the leaves) and the config's (learning, `search.depth`; the trained agent,
+   `search.eval_depth`), over random weights of the config's shapes (the
    search costs the same for trained weights: it scores every sequence), on real frame stacks of
    the card's env; one call acts for `--num-envs` envs at once (encode + search). Reported: ms per call and per env-step.
 2. Learning: `Learner.update` at the config's batch size, unroll and n-step, on a replay filled
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(args.device)
     calls = iter(range(10**9))
     acting = {}  # search depth -> (ms per call for all envs, ms per call for one env)
-    for depth in sorted({1, 2, cfg.search.depth}):  # greedy Q, the 2-step search, the config's
+    trained = cfg.search.eval_depth or cfg.search.depth  # the depth the trained agent acts at
+    for depth in sorted({1, 2, cfg.search.depth, trained}):  # greedy Q, the 2-step search, the config's
         agent = SearchAgent(model, depth, cfg.learner.gamma)
         agent.act(stacks[0])  # warm-up
         acting[depth] = (1000 * np.array(timed(lambda: agent.act(stacks[next(calls) % len(stacks)]), args.seconds, 5)),
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     r = cfg.run
     updates = r.replay_ratio * (r.budget - r.seed_steps)
     hours = (r.budget / args.num_envs * act.mean() / 1000 + updates * upd.mean()) / 3600
-    result = {"env": card.name, "num_envs": args.num_envs, "depth": cfg.search.depth,
+    result = {"env": card.name, "num_envs": args.num_envs, "depth": cfg.search.depth, "eval_depth": trained,
               "ms_per_call_by_depth": {d: float(a.mean()) for d, (a, _) in acting.items()},
               "encoder_tokens": model.encoder.num_tokens,
               "ms_per_call_mean": float(act.mean()), "ms_per_call_median": float(np.median(act)),
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load {machine['load_avg']}", "",
         "| acting | ms per call (mean) | median | ms per env-step | 1 env: ms per call |", "|---|---|---|---|---|",
         *(f"| {args.num_envs} envs, search depth {d} ({model.num_actions ** d} sequences)"
-          f"{' (the config' + chr(39) + 's)' if d == cfg.search.depth else ''} | "
+          f"{' (learning)' if d == cfg.search.depth else ''}{' (the trained agent)' if d == trained else ''} | "
           f"{a.mean():.1f} {mark(a.mean() <= TARGETS['ms_per_action_batch'])} | {np.median(a):.1f} | "
           f"{a.mean() / args.num_envs:.2f} | {o.mean():.1f} |" for d, (a, o) in acting.items()), "",
         "| learner | s per update | updates/s |", "|---|---|---|",
