@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from wmrl.control.search import SearchAgent
@@ -130,6 +131,7 @@ def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_step
         result["replay_q"] = replay_q_spread(model, z_replay)
     if replay is not None and replay.states is not None:
         result["probe_r2"] = replay_probes(model, replay, probe_episodes, z_replay)
+        result["probe_r2_pixels"] = pixel_probes(replay, probe_episodes)
         result["probe_source"] = f"replay: last {min(probe_episodes, replay.num_episodes)} episodes"
     elif states and layout:
         result["probe_source"] = f"{len(played)} played episodes"
@@ -183,6 +185,20 @@ def replay_probes(model, replay: ReplayDataset, episodes: int, z: torch.Tensor |
     return fit_probes(z, targets, keep & ~test, keep & test)
 
 
+def pixel_probes(replay: ReplayDataset, episodes: int) -> dict[str, float]:
+    """The same probes as `replay_probes`, fitted on the pixels of each row's last frame, 2x2
+    mean-pooled (84x84 -> 42x42; ~1,800 numbers per channel): what a linear read of the frame itself
+    gives, the reference for the latent's figures (Breakout at 100k, seed 1: ball y 0.710 from the
+    pixels, 0.837 from the acting latent; ball x 0.912 and 0.910)."""
+    ids, rows = recent_rows(replay, episodes)
+    targets = probe_targets(replay.state_layout, replay.states[rows])
+    keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(rows), bool)
+    frames = torch.cat([torch.as_tensor(replay.stacks(rows[i:i + 512])[:, -1]).float() for i in range(0, len(rows), 512)])
+    pixels = F.avg_pool2d(frames, 2, ceil_mode=True).flatten(1).numpy() / 255  # [N, C * H/2 * W/2]
+    test = np.isin(replay.row_episode[rows], ids[3::4])
+    return fit_probes(pixels, targets, keep & ~test, keep & test)
+
+
 @torch.no_grad()
 def replay_q_spread(model, z: torch.Tensor) -> dict:
     """Does Q depend on the state? Over the replay states' latents z [T, D] (discrete actions): the
@@ -203,5 +219,8 @@ def format_diagnostics(result: dict) -> str:
         r = result["replay_q"]
         lines.append(f"on replay states: std of max Q {r['maxq_std_over_states']:.4f}, argmax share "
                      + " ".join(f"{p:.2f}" for p in r["argmax_share"]))
-    lines += [f"probe R² {name}: {r2:.3f} ({result['probe_source']})" for name, r2 in result["probe_r2"].items()]
+    pixels = result.get("probe_r2_pixels", {})
+    lines += [f"probe R² {name}: {r2:.3f} ({result['probe_source']}"
+              + (f"; the frame's own pixels: {pixels[name]:.3f})" if name in pixels else ")")
+              for name, r2 in result["probe_r2"].items()]
     return "\n".join(lines)
