@@ -90,10 +90,17 @@ def test_quick_suite_runs_every_agent_resumes_and_reports(tiny_quick, tmp_path, 
     assert {p: p.read_text() for p in out.glob("**/result.json")} == before
     assert "(0 s)" in capsys.readouterr().out
 
-    # A cell killed before its result reruns from its saves; its training time (this process's
-    # only) is then marked as a lower bound.
+    # A cell whose result is lost after training is evaluated again and keeps its training time;
+    # one killed before its training was recorded reruns from its saves, and its training time
+    # (this process's only) is then marked as a lower bound.
     killed = out / "breakout/random/seed-0"
+    trained = json.loads((killed / "result.json").read_text())["train_seconds"]
     (killed / "result.json").unlink()
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((killed / "result.json").read_text())
+    assert again["train_resumed"] is False and again["train_seconds"] >= trained
+    (killed / "result.json").unlink()
+    (killed / "train_time.json").unlink()
     assert main(["bench", "--suite", "quick", "--out", str(out), "--no-progress"]) == 0
     assert json.loads((killed / "result.json").read_text())["train_resumed"] is True
     assert "| breakout | random | 600 |" in (report := (out / "report.md").read_text()) and "| ≥0.00 |" in report
@@ -300,3 +307,18 @@ def test_report_names_the_machine_each_cell_trained_on(tmp_path):
     assert lines[2].endswith("trained on GPU NVIDIA H200: ppo seed 0, ppo seed 1")
     assert lines[3].endswith("trained on the CPU: random seed 0")  # a GPU machine's cell run on its CPU
     assert machines(results[:1]).startswith("Machine: AMD EPYC")
+
+
+def test_a_reevaluated_cell_keeps_its_training_time(tmp_path):
+    cell = runner.Cell("breakout", "random", budget=100, eval_episodes=1, eval_max_steps=30)
+    first = runner.run_cell(cell, 0, tmp_path)
+    folder = runner.cell_dir(tmp_path, cell, 0)
+    stored = json.loads((folder / "train_time.json").read_text())["train_seconds"]
+    assert first["train_resumed"] is False and first["train_seconds"] == stored
+    (folder / "train_time.json").write_text(json.dumps({"train_seconds": 1234.5}))  # as if training had taken that long
+    (folder / "result.json").unlink()  # evaluate again: the cell resumes, its training is not redone
+    again = runner.run_cell(cell, 0, tmp_path)
+    assert again["train_seconds"] == 1234.5 and again["train_resumed"] is False
+    (folder / "train_time.json").unlink()  # a resumed cell without its record: the time is a lower bound
+    (folder / "result.json").unlink()
+    assert runner.run_cell(cell, 0, tmp_path)["train_resumed"] is True

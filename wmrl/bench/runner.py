@@ -24,6 +24,7 @@ import torch
 
 from wmrl.bench.agents import ABLATIONS, AGENTS, SB3_SETTINGS, ZOO, evaluate, sb3_settings, supports, train_agent
 from wmrl.config import find_config, load_experiment
+from wmrl.data.store import write_json_atomic
 from wmrl.envs import load_card
 from wmrl.errors import ConfigError, UserError
 
@@ -99,17 +100,26 @@ def run_cell(cell: Cell, seed: int, out: Path, progress: bool = False, device: s
     policy, curve = train_agent(cell.agent, card, cell.budget, seed, folder, cell.config or card.name,
                                 cell.imagine_steps, progress, device)
     train_seconds = time.perf_counter() - start
-    record = folder / "run.json"  # an online wmrl run counts its own time across resumes (and runs finished elsewhere)
+    # The training time survives a re-evaluation and a resume: an online wmrl run counts its own time
+    # across resumes in run.json (also runs finished elsewhere); any other cell keeps the time of its
+    # finished training in train_time.json (a rerun only loads its saved model). Then the time is
+    # whole, not the lower bound of a resumed cell.
+    record, timing, whole = folder / "run.json", folder / "train_time.json", False
     if (cell.agent == "wmrl" or cell.agent in ABLATIONS) and record.is_file():
         progress = json.loads(record.read_text())["progress"]
-        train_seconds = max(train_seconds, progress[-1]["seconds"] if progress else 0.0)
+        train_seconds, whole = max(train_seconds, progress[-1]["seconds"] if progress else 0.0), True
+    elif timing.is_file():
+        train_seconds, whole = max(train_seconds, json.loads(timing.read_text())["train_seconds"]), True
+    elif not resumed:
+        write_json_atomic(timing, {"train_seconds": train_seconds})
+        whole = True
     with open(folder / "curve.csv", "w", newline="") as f:
         csv.writer(f).writerows([("env_steps", "return"), *curve])
     # Every agent meets the same evaluation episodes: seeds fixed by the cell's seed, not its agent.
     result = evaluate(card, policy, cell.eval_episodes, seed=10**6 + 1000 * seed, max_steps=cell.eval_max_steps,
                       zoo=cell.agent in ZOO)
     result.update(env=cell.env, agent=cell.agent, seed=seed, budget=cell.budget, train_seconds=train_seconds,
-                  train_resumed=resumed)
+                  train_resumed=resumed and not whole)
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, done)
