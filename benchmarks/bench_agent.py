@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(args.device)
     calls = iter(range(10**9))
     acting = {}  # search depth -> (ms per call for all envs, ms per call for one env)
-    trained = cfg.search.eval_depth or cfg.search.depth  # the depth the trained agent acts at
+    trained = cfg.search.trained_depth
     for depth in sorted({1, 2, cfg.search.depth, trained}):  # greedy Q, the 2-step search, the config's
         agent = SearchAgent(model, depth, cfg.learner.gamma)
         agent.act(stacks[0])  # warm-up

@@ -95,7 +95,7 @@ class OnlineRun:
         """The acting agent; `trained`: the one saved for after learning (at `search.eval_depth`)."""
         s, space = self.cfg.search, self.action_space
         bounds = {"low": space.low, "high": space.high} if model.continuous else {}
-        depth = s.eval_depth if trained and s.eval_depth else s.depth
+        depth = s.trained_depth if trained else s.depth
         return SearchAgent(model, depth, self.cfg.learner.gamma, epsilon, seed=seed, mppi=s.mppi, **bounds)
 
     def _unit(self, actions: np.ndarray) -> np.ndarray:

@@ -81,6 +81,11 @@ class SearchConfig:
         if not all(0.0 <= e <= 1.0 for e in (self.explore_start, self.explore_end, self.eval_epsilon)):
             raise ValueError("search: explore_start, explore_end and eval_epsilon must be in [0, 1]")
 
+    @property
+    def trained_depth(self) -> int:
+        """The depth the trained agent acts at: `eval_depth`, or `depth` when that is 0."""
+        return self.eval_depth or self.depth
+
     def epsilon(self, steps: int) -> float:
         """Exploration after `steps` learning-phase env steps."""
         frac = min(steps / self.explore_steps, 1.0)

@@ -174,15 +174,22 @@ def encode_rows(model, replay: ReplayDataset, rows: np.ndarray) -> torch.Tensor:
     return torch.cat([model.encode(torch.as_tensor(replay.stacks(rows[i:i + 256]))) for i in range(0, len(rows), 256)])
 
 
-def replay_probes(model, replay: ReplayDataset, episodes: int, z: torch.Tensor | None = None) -> dict[str, float]:
-    """Probes of the latent on the last `episodes` episodes of a replay (the agent's recent play);
-    every fourth of them is held out. `z`: those rows' latents, when already encoded."""
+def _probe_rows(replay: ReplayDataset, episodes: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Rows of the last `episodes` episodes, their probe targets, and the train / test masks
+    (the ball in play where the card has one; every fourth episode held out)."""
     ids, rows = recent_rows(replay, episodes)
     targets = probe_targets(replay.state_layout, replay.states[rows])
     keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(rows), bool)  # ball in play
-    z = (encode_rows(model, replay, rows) if z is None else z).numpy()
     test = np.isin(replay.row_episode[rows], ids[3::4])
-    return fit_probes(z, targets, keep & ~test, keep & test)
+    return rows, targets, keep & ~test, keep & test
+
+
+def replay_probes(model, replay: ReplayDataset, episodes: int, z: torch.Tensor | None = None) -> dict[str, float]:
+    """Probes of the latent on the last `episodes` episodes of a replay (the agent's recent play);
+    every fourth of them is held out. `z`: those rows' latents, when already encoded."""
+    rows, targets, train, test = _probe_rows(replay, episodes)
+    z = (encode_rows(model, replay, rows) if z is None else z).numpy()
+    return fit_probes(z, targets, train, test)
 
 
 def pixel_probes(replay: ReplayDataset, episodes: int) -> dict[str, float]:
@@ -190,13 +197,10 @@ def pixel_probes(replay: ReplayDataset, episodes: int) -> dict[str, float]:
     mean-pooled (84x84 -> 42x42; ~1,800 numbers per channel): what a linear read of the frame itself
     gives, the reference for the latent's figures (Breakout at 100k, seed 1: ball y 0.710 from the
     pixels, 0.837 from the acting latent; ball x 0.912 and 0.910)."""
-    ids, rows = recent_rows(replay, episodes)
-    targets = probe_targets(replay.state_layout, replay.states[rows])
-    keep = targets["ball_y"] != 0 if "ball_y" in targets else np.ones(len(rows), bool)
+    rows, targets, train, test = _probe_rows(replay, episodes)
     frames = torch.cat([torch.as_tensor(replay.stacks(rows[i:i + 512])[:, -1]).float() for i in range(0, len(rows), 512)])
     pixels = F.avg_pool2d(frames, 2, ceil_mode=True).flatten(1).numpy() / 255  # [N, C * H/2 * W/2]
-    test = np.isin(replay.row_episode[rows], ids[3::4])
-    return fit_probes(pixels, targets, keep & ~test, keep & test)
+    return fit_probes(pixels, targets, train, test)
 
 
 @torch.no_grad()
