@@ -141,6 +141,8 @@ class OnlineRun:
         cfg, r = self.cfg, self.cfg.run
         writer = open_writer(self.out / "data", self.card, venv, append=True)
         self.action_space = venv.single_action_space  # Discrete, or Box (continuous)
+        if hasattr(self.action_space, "n") and min(cfg.search.depth, cfg.search.trained_depth) < 1:
+            raise UserError(f"search.depth 0 (acting by the policy prior) needs continuous actions; {self.card.name}'s are discrete")
         frame_shape = tuple(venv.single_observation_space.shape[1:])
         stack_shape = tuple(venv.single_observation_space.shape)
         self.memory = self._memory(frame_shape)

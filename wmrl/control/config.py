@@ -62,7 +62,9 @@ class SearchConfig:
     the exploration schedule of `wmrl run` (linear over real env steps): epsilon-greedy for
     discrete actions, Gaussian noise of that std (in [-1, 1] action units) for continuous ones."""
 
-    depth: int = 2  # discrete: 1 is greedy Q; continuous: MPPI's horizon (1: Q alone)
+    # Discrete: the search's depth, 1 is greedy Q. Continuous: MPPI's horizon (1: Q alone), or 0: the
+    # policy prior's mean, no search (TD-MPC2's pi; what SAC acts by).
+    depth: int = 2
     # The trained agent's depth (agent.pt: the run's evaluation, `wmrl plan`, the benchmarks) when it
     # differs from the depth it learned with; 0: `depth`. Learning greedily and acting by the search
     # afterwards costs the search's time only at evaluation.
@@ -74,8 +76,8 @@ class SearchConfig:
     eval_epsilon: float = 0.0  # exploration during evaluation episodes
 
     def __post_init__(self):
-        if self.depth < 1 or self.explore_steps < 1:
-            raise ValueError("search.depth and search.explore_steps must be >= 1")
+        if self.depth < 0 or self.explore_steps < 1:
+            raise ValueError("search.depth must be >= 0 (0: continuous actions by the policy prior) and search.explore_steps >= 1")
         if self.eval_depth < 0:
             raise ValueError(f"search.eval_depth must be >= 0 (0: search.depth), got {self.eval_depth}")
         if not all(0.0 <= e <= 1.0 for e in (self.explore_start, self.explore_end, self.eval_epsilon)):

@@ -3,7 +3,7 @@
 Discrete actions: every sequence of d actions is scored (A**d candidates: 16 for Breakout at
 depth 2). Continuous actions: TD-MPC2's MPPI, whose candidates mix Gaussian samples with sequences
 rolled out by the policy prior pi, refitted to the elites for a few iterations; the agent takes the
-first action of the final mean. Both score a sequence, for all envs in one batched rollout, by
+first action of the final mean (depth 0: the policy prior's mean, no search). Both score a sequence, for all envs in one batched rollout, by
 the mean of its k-step estimates (a lambda-return with equal weights):
 
     G_k = sum_{t<k-1} gamma^t C_t r(z_t, a_t) + gamma^{k-1} C_{k-1} Q(z_{k-1}, a_{k-1}),   k = 1..d
@@ -164,7 +164,10 @@ class SearchAgent:
         """obs [N, K, C, H, W] uint8 -> actions [N] int64, or [N, A] float32 in the env's units."""
         z = self.model.encode(torch.as_tensor(obs, device=self.device))
         if self.model.continuous:
-            unit = mppi(self.model, z, self.gamma, self.depth, self.mppi, self.generator).cpu().numpy()
+            if self.depth == 0:
+                unit = self.model.pi(z, deterministic=True)[0].cpu().numpy()
+            else:
+                unit = mppi(self.model, z, self.gamma, self.depth, self.mppi, self.generator).cpu().numpy()
             unit = np.clip(unit + epsilon * self.rng.standard_normal(unit.shape), -1, 1)
             return self.to_env(unit)
         best, _ = self.search.optimize_batch(q_search_objective(self.model, z, self.gamma), len(z))
