@@ -185,10 +185,11 @@ def test_mppi_finds_the_best_continuous_action_of_a_hand_built_model():
     assert first.shape == (3, 1) and torch.allclose(first, torch.full((3, 1), 0.6), atol=0.08)
 
 
-def test_continuous_learner_fits_q_and_the_agent_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("reward_head", ["trunk", "mlp"])
+def test_continuous_learner_fits_q_and_the_agent_saves_and_loads(tmp_path, reward_head):
     torch.manual_seed(0)
     model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
-                            AgentModelConfig(hidden=64), (2, 1, 12, 12), 1, continuous=True)
+                            AgentModelConfig(hidden=64, reward_head=reward_head), (2, 1, 12, 12), 1, continuous=True)
     learner = Learner(model, LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0))
     batch = toy_memory(continuous=True).sample(32, learner.cfg.sequence_length)
     assert batch.action.shape == (32, 2, 1) and batch.action.dtype == np.float32
@@ -203,6 +204,43 @@ def test_continuous_learner_fits_q_and_the_agent_saves_and_loads(tmp_path):
     agent.save(tmp_path / "agent.pt")
     loaded = SearchAgent.load(tmp_path / "agent.pt")
     assert np.allclose(loaded.predict(obs)[0], actions) and loaded.mppi.population == 16
+
+
+def test_own_reward_head_learns_an_action_cost_from_actions_scaled_to_the_latent():
+    """Reward -a^2 whatever the state (Reacher's torque cost): read from (z, a) by its own MLP, with
+    the action scaled to the latent's size, it is fitted within 300 updates on the toy frames."""
+    torch.manual_seed(0)
+    model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                            AgentModelConfig(hidden=64, reward_head="mlp"), (2, 1, 12, 12), 1, continuous=True)
+    assert model.action_gain == pytest.approx(np.sqrt(model.latent_dim))
+    memory = toy_memory(continuous=True)
+    memory.reward[:] = -memory.action[:, 0] ** 2
+    learner = Learner(model, LearnerConfig(batch_size=32, lr=1e-3, unroll=1, n_step=1, shift=0))
+    for _ in range(300):
+        learner.update(memory.sample(32, learner.cfg.sequence_length))
+    obs = torch.as_tensor(memory.stacks(np.arange(40)))
+    action = torch.linspace(-1, 1, 40)[:, None]
+    with torch.no_grad():
+        predicted = model.reward(model.step(model.encode(obs), action)[1])
+    assert torch.corrcoef(torch.stack([predicted, -action[:, 0] ** 2]))[0, 1] > 0.9
+
+
+def test_continuous_agent_at_depth_0_acts_by_the_policy_prior_s_mean():
+    torch.manual_seed(0)
+    model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                            AgentModelConfig(hidden=64), (2, 1, 12, 12), 2, continuous=True)
+    torch.nn.init.normal_(model.policy[-1].weight)  # a prior that is not ~0 everywhere
+    agent = SearchAgent(model, depth=0, low=np.array([-2.0, 0.0]), high=np.array([2.0, 1.0]))
+    obs = np.random.default_rng(0).integers(0, 255, (5, 2, 1, 12, 12), dtype=np.uint8)
+    with torch.no_grad():
+        mean = model.pi(model.encode(torch.as_tensor(obs)), deterministic=True)[0].numpy()
+    assert np.allclose(agent.predict(obs)[0], agent.to_env(mean), atol=1e-6) and np.abs(mean).max() > 0.1
+
+
+def test_a_discrete_run_at_depth_0_is_a_one_line_error(tmp_path):
+    result = run_cli("run", "--config", toy_config(tmp_path), "--out", tmp_path / "run", "--no-progress", "--set", "search.depth=0",
+                     env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 2 and "search.depth 0" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_learner_reduces_its_losses_on_a_fixed_replay():
