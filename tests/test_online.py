@@ -340,6 +340,9 @@ def test_online_agent_learns_a_continuous_toy_task_far_above_random(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     diagnostics = json.loads((out / "eval_agent.json").read_text())
     assert len(diagnostics["action_histogram"]) == 5 and diagnostics["spearman_maxq_return"] == diagnostics["spearman_maxq_return"]
+    result = run_cli("plan", "--checkpoint", out, "--depth", "0", "--episodes", "2",
+                     env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0 and "the policy prior's mean" in result.stdout, result.stderr[-2000:]
 
 
 def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_path):

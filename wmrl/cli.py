@@ -284,7 +284,10 @@ def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
     card = load_card(args.env or cfg.env)
     agent = SearchAgent.load(folder / "agent.pt")
     if args.depth is not None:  # e.g. 1: greedy Q, the search's ablation
-        agent = SearchAgent(agent.model, args.depth, agent.gamma)
+        try:
+            agent = agent.with_depth(args.depth)
+        except ValueError as e:
+            raise UserError(f"--depth {args.depth}: {e}") from None
     env = make_env(card)
     try:
         if tuple(env.observation_space.shape) != agent.model.stack_shape:
@@ -296,7 +299,7 @@ def play_online_agent(args: argparse.Namespace, folder: Path) -> None:
         env.close()
     summary = stats.summary(card)
     print(episodes_line(card.name, stats, summary, args.max_steps)
-          + f" (search over all {agent.model.num_actions}^{agent.depth} action sequences, Q at the leaves)")
+          + f" ({agent.describe_acting()})")
     if args.video:
         write_video(frames, args.video)
         print(f"video: first episode, {len(frames)} frames -> {args.video}")
@@ -651,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", help="env card name or Gymnasium id (default: the config's)")
     p.add_argument("--checkpoint", required=True, type=Path, help="stage-2 run folder or checkpoint, or an online "
                    "`wmrl run` folder (its search agent plays)")
-    p.add_argument("--depth", type=int, help="online agent: search depth instead of the run's (1: greedy Q)")
+    p.add_argument("--depth", type=int, help="online agent: search depth instead of the run's (1: greedy Q; continuous 0: the policy prior)")
     p.add_argument("--config", help="experiment config whose plan section sets the planner (default: built-in)")
     p.add_argument("--episodes", type=int, default=10, help="episodes to play")
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i")

@@ -175,6 +175,19 @@ class SearchAgent:
         explore = self.rng.random(len(actions)) < epsilon
         return np.where(explore, self.rng.integers(self.model.num_actions, size=len(actions)), actions)
 
+    def with_depth(self, depth: int) -> SearchAgent:
+        """The same model and settings acting at another depth (1: greedy Q; continuous 0: the prior's mean)."""
+        bounds = {"mppi": self.mppi, "low": self.low, "high": self.high} if self.model.continuous else {}
+        return SearchAgent(self.model, depth, self.gamma, self.epsilon, **bounds)
+
+    def describe_acting(self) -> str:
+        """One phrase: how this agent chooses an action."""
+        if not self.model.continuous:
+            return f"search over all {self.model.num_actions}^{self.depth} action sequences, Q at the leaves"
+        if self.depth == 0:
+            return "the policy prior's mean"
+        return f"MPPI over {self.depth} steps, {self.mppi.population} + {self.mppi.policy_samples} prior candidates, Q at the leaves"
+
     def to_env(self, unit: np.ndarray) -> np.ndarray:
         """Continuous actions [..., A] in [-1, 1] -> the env's units."""
         return (self.low + (unit + 1) * 0.5 * (self.high - self.low)).astype(np.float32)
