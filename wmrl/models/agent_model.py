@@ -3,6 +3,7 @@
     stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
       (or, latent "conv": --the ViT's conv stem--> ReLU map [B, 64, h, w] --flatten--> z [B, 64 * N])
     (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
+            (reward_head "mlp": reward and continuation from their own MLPs on (z, a), not from h)
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
     (z, a)  --Q-ensemble-->  Q [E, B]     (continuous actions in [-1, 1]^A)
     z       --policy prior-->  a ~ tanh(N(mu, sigma))  (continuous actions: TD-MPC2's pi)
