@@ -1,7 +1,8 @@
 """`wmrl run` with the online agent: act, record, learn, all interleaved, at a budget of env steps.
 
     seed phase    `run.seed_steps` random steps (all envs stepped in one batch)
-    pretraining   stage-1 V-JEPA on those steps for `run.stage1_steps` (0: none); its EMA target
+    pretraining   stage-1 V-JEPA on those steps for `run.stage1_steps` (0: none; none for the
+                  keypoints latent, which has no ViT); its EMA target
                   encoder initialises the agent's encoder
     learning      the search agent acts (epsilon-greedy, `search.*`); after every vector step the
                   learner catches up to `run.replay_ratio` updates per env step since the seed phase
@@ -185,7 +186,12 @@ class OnlineRun:
         try:
             while steps < r.budget:
                 if learner is None and steps >= r.seed_steps:  # the seed phase is over: start learning
-                    if r.stage1_steps > 0:
+                    # Stage 1 pretrains the ViT; the keypoints latent has its own conv tower and
+                    # no ViT (the same config's rounds loop still trains its encoder for that many steps).
+                    if r.stage1_steps > 0 and cfg.learner.model.latent == "keypoints":
+                        if self.progress:
+                            print("stage 1 skipped: the keypoints latent does not use the ViT it pretrains", flush=True)
+                    elif r.stage1_steps > 0:
                         store_running()  # stage 1 reads the dataset: every seed step is there to learn from
                         self._pretrain(model)
                     learner = Learner(model, cfg.learner, self.device, seed=r.seed)

@@ -2,6 +2,7 @@
 
     stack [B, K, C, H, W] uint8 --ViT--> tokens [B, N, W] --per-token readout--> z [B, N * G] in [0, 1]
       (or, latent "conv": --the ViT's conv stem--> ReLU map [B, 64, h, w] --flatten--> z [B, 64 * N])
+      (or, latent "keypoints": --a stride-2 conv tower--> map [B, P, 25, 25] --soft-argmax--> z [B, 2P] in [-1, 1])
     (z, a)  --dynamics MLP-->  h  --> next z [B, D] (a residual step), reward logits [B, bins], continuation logit [B]
             (reward_head "mlp": reward and continuation from their own MLPs on (z, a), not from h)
     z       --Q-ensemble-->  Q [E, B, A]  (discrete actions: one output per action)
@@ -90,6 +91,30 @@ def dqn_head(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
+class SpatialSoftArgmax(nn.Module):
+    """map [B, C, h, w] -> keypoints [B, 2 * C]: each channel's expected (x, y) in [-1, 1] under a
+    softmax over its cells with a learned temperature per channel (deep spatial autoencoders,
+    Levine et al. 2016): where a channel fires most, as two numbers."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        weights = torch.softmax(x.flatten(2) / self.log_temperature.exp()[:, None], -1).view(b, c, h, w)
+        ys, xs = torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device)
+        return torch.cat([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], -1)
+
+
+def keypoint_encoder(in_channels: int, keypoints: int) -> nn.Sequential:
+    """stack as [B, K*C, H, W] in [0, 1] -> keypoints [B, 2 * keypoints]; 8x8 kernels at stride 2,
+    then two 3x3: a 2-pixel object stays a few cells wide (DQN's stride 4 then 2 left it a fraction
+    of one of Reacher's 4x4 cells)."""
+    return nn.Sequential(nn.Conv2d(in_channels, 32, 8, 2), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
+                         nn.Conv2d(32, keypoints, 3), SpatialSoftArgmax(keypoints))
+
+
 LOG_STD = (-5.0, 1.0)  # the policy prior's log-std range (TD-MPC2)
 
 
@@ -108,10 +133,15 @@ class AgentWorldModel(nn.Module):
         # pooled or globally projected latent let the static bricks and walls drown the one-pixel
         # ball (measured: latents read out by 4 attention queries varied across Breakout states by a
         # per-dimension std of 2e-5 after 1,000 updates).
+        self.keypoints = None
         if cfg.latent == "conv":
             if encoder.stem != "conv":
                 raise ValueError("agent model: latent 'conv' needs the encoder's conv stem (stem: conv)")
             self.latent_dim = latent = 64 * self.encoder.num_tokens  # 64 channels per cell of the stem's grid
+            self.readout = None
+        elif cfg.latent == "keypoints":  # the ViT stays (stage 1's architecture) but is not used
+            self.keypoints = keypoint_encoder(k * c, cfg.keypoints)
+            self.latent_dim = latent = 2 * cfg.keypoints
             self.readout = None
         else:
             self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims
@@ -158,10 +188,13 @@ class AgentWorldModel(nn.Module):
             nn.init.zeros_(head.bias)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
+        """What maps pixels to z (its learning rate is `encoder_lr_scale` times the rest)."""
+        return list((self.encoder if self.keypoints is None else self.keypoints).parameters())
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, K, C, H, W] uint8 (or float in [0, 255]) -> z [B, D]."""
+        if self.keypoints is not None:
+            return self.keypoints(obs.float().div(255).flatten(1, 2))
         if self.readout is None:  # latent "conv": the stem's feature map, as DQN's head sees it
             return self.encoder.patch_embed.features(obs.float().div(255).flatten(1, 2)).flatten(1)
         return renormalise(self.readout(self.encoder(obs)).flatten(1))

@@ -60,7 +60,8 @@ class Learner:
         if cfg.encoder_lr_scale > 0:
             groups.append({"params": model.encoder_parameters(), "lr": cfg.lr * cfg.encoder_lr_scale})
         else:
-            model.encoder.requires_grad_(False)
+            for p in model.encoder_parameters():
+                p.requires_grad_(False)
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
         self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets, policy samples
         self.q_scale = torch.ones((), device=self.device)  # continuous: running 5-95% spread of Q
