@@ -513,3 +513,35 @@ def test_conv_latent_is_the_stem_feature_map():
     assert model.step(z, torch.zeros(5, dtype=torch.long))[0].shape == (5, 64 * 49) and model.q(z).shape == (2, 5, 4)
     with pytest.raises(ValueError, match="conv stem"):
         AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, patch=12), AgentModelConfig(latent="conv"), (4, 1, 84, 84), 4)
+
+
+def test_spatial_soft_argmax_finds_where_each_channel_fires():
+    from wmrl.models.agent_model import SpatialSoftArgmax
+
+    layer = SpatialSoftArgmax(2)
+    with torch.no_grad():
+        layer.log_temperature.fill_(-4.0)  # sharp: the soft-argmax is the argmax
+    x = torch.zeros(1, 2, 11, 11)
+    x[0, 0, 3, 5] = x[0, 1, 10, 0] = 1.0  # channel 0 fires at row 3, column 5; channel 1 at the bottom-left corner
+    assert torch.allclose(layer(x), torch.tensor([[0.0, -1.0, -0.4, 1.0]]), atol=1e-3)  # x0, x1, y0, y1
+
+
+def test_keypoint_latent_is_coordinates_from_its_own_tower_and_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    enc = EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=8, tubelet=2)
+    model = AgentWorldModel(enc, AgentModelConfig(latent="keypoints", keypoints=8, hidden=64, reward_head="mlp"), (2, 3, 64, 64), 2,
+                            continuous=True)
+    obs = torch.randint(0, 255, (5, 2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        z = model.encode(obs)
+    assert model.latent_dim == 16 and z.shape == (5, 16) and z.abs().max() <= 1.0
+    tower = {id(p) for p in model.keypoints.parameters()}
+    assert {id(p) for p in model.encoder_parameters()} == tower
+    learner = Learner(model, LearnerConfig(batch_size=4, unroll=1, n_step=1, encoder_lr_scale=0.0))
+    assert not any(p.requires_grad for p in model.keypoints.parameters())  # frozen means the tower
+    agent = SearchAgent(learner.model, depth=1, low=np.array([-1.0, -1.0]), high=np.array([1.0, 1.0]),
+                        mppi=MPPISettings(population=8, policy_samples=2, elites=2, iterations=1))
+    agent.save(tmp_path / "agent.pt")
+    loaded = SearchAgent.load(tmp_path / "agent.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encode(obs), z)
