@@ -183,8 +183,8 @@ class AgentModelConfig:
     # "keypoints": a conv tower of its own at stride 2 (8x8 kernels, 64x64 -> 29x29 -> 25x25 map of
     # `keypoints` channels), each channel's soft-argmax (x, y) in [-1, 1] -> z [B, 2 * keypoints]
     # (deep spatial autoencoders): where a small object is, as numbers. Measured on Reacher pixels,
-    # supervised for 1,000 steps: the conv latent read the 2-pixel target's x, y at R² 0.04, 0.07,
-    # the keypoints at 0.88, 0.89 (the fingertip 0.95, 0.92 and 0.90, 0.86).
+    # supervised for 1,000 steps: the conv latent read the 2-pixel target's x, y at R² 0.01, 0.01,
+    # the keypoints at 0.94, 0.96 (benchmarks/results/reacher_latent_probe.md).
     latent: Literal["tokens", "conv", "keypoints"] = "tokens"
     keypoints: int = 32
     token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
