@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wmrl.data.replay import state_spans
 from wmrl.data.store import read_episode, read_metadata
 from wmrl.models.agent_model import keypoint_encoder
 from wmrl.models.vit import ConvStem
@@ -26,9 +27,8 @@ FIELDS = ["fingertip x", "fingertip y", "target x", "target y"]
 
 def frames_and_targets(root: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Single frames [N, 3, 64, 64] uint8 and (fingertip x, y, target x, y) [N, 4] of a dataset."""
-    layout = dict((name, size) for name, size in read_metadata(root)["wmrl"]["state_layout"])
-    start = {name: sum(size for n, size in layout.items() if list(layout).index(n) < list(layout).index(name)) for name in layout}
-    cols = [start["fingertip"], start["fingertip"] + 1, start["target"], start["target"] + 1]
+    spans = state_spans([tuple(field) for field in read_metadata(root)["wmrl"]["state_layout"]])
+    cols = [spans["fingertip"].start, spans["fingertip"].start + 1, spans["target"].start, spans["target"].start + 1]
     frames, states = [], []
     for i in range(read_metadata(root)["total_episodes"]):
         episode = read_episode(root, i, (3, 64, 64))
