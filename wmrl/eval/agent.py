@@ -4,8 +4,8 @@ So that the next regression shows in one command, on the latent the agent acts o
 * probes: held-out R² of a ridge regression from z to each scalar ground-truth field the card
   records (Breakout: ball x / y, paddle x, and ball x - paddle x), on rows with the ball in play
   where the card has a ball. Given the run's replay, on its last `probe_episodes` episodes, or more
-  to reach 12,000 rows (every fourth held out): thousands of rows from many states. Else on the played episodes (fitted on the
-  first, scored on the last), which is too few rows for a 784-number latent when a deterministic
+  to reach 12,000 rows (every fourth held out): thousands of rows from many states. Else on the
+  played episodes (fitted on the first, scored on the last), which is too few rows for a 784-number latent when a deterministic
   agent repeats itself (measured on one Breakout agent: ball x R² -0.12 from 3 games, 0.905 from
   11k replay rows);
 * value ranking: Spearman correlation of max_a Q(z_t, a) with the realised discounted return of
