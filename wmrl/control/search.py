@@ -4,7 +4,8 @@ Discrete actions: every sequence of d actions is scored (A**d candidates: 16 for
 depth 2). Continuous actions: TD-MPC2's MPPI, whose candidates mix Gaussian samples with sequences
 rolled out by the policy prior pi, refitted to the elites for a few iterations; the agent takes the
 first action of the final mean (depth 0: the policy prior's mean, no search). Both score a
-sequence, for all envs in one batched rollout, by the mean of its k-step estimates (a lambda-return with equal weights):
+sequence, for all envs in one batched rollout, by the mean of its k-step estimates (a
+lambda-return with equal weights):
 
     G_k = sum_{t<k-1} gamma^t C_t r(z_t, a_t) + gamma^{k-1} C_{k-1} Q(z_{k-1}, a_{k-1}),   k = 1..d
     score(a_0 .. a_{d-1}) = (G_1 + ... + G_d) / d
