@@ -281,6 +281,20 @@ def test_consistency_is_a_cosine_distance_that_fitting_reduces():
     assert 0.05 < first <= 4.0 and last < 0.5 * first
 
 
+def test_mse_consistency_pulls_unrolled_latents_onto_the_target_encoder_s():
+    """`consistency: mse` compares the standardised latents themselves: fitted on one batch, the
+    error of the 2-step unroll against the target encoder's latents must fall well below its start
+    (the other losses off, so nothing else moves the encoder under it)."""
+    memory = toy_memory()
+    learner = Learner(tiny_model(), LearnerConfig(batch_size=32, lr=1e-3, unroll=2, n_step=1, shift=0, consistency="mse",
+                                                  q_weight=0.0, reward_weight=0.0, cont_weight=0.0))
+    fixed = memory.sample(32, learner.cfg.sequence_length)
+    first = learner.update(fixed)["consistency"]
+    for _ in range(60):
+        last = learner.update(fixed)["consistency"]
+    assert first > 0.05 and last < 0.6 * first
+
+
 def test_latents_are_renormalised_per_sample():
     model = tiny_model()
     obs = torch.as_tensor(toy_memory().sample(16, 1).obs[:, 0])

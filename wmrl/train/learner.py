@@ -8,7 +8,9 @@ From a sampled sequence of L = K + n observations and the real actions between t
     consistency  mean_k 2 - 2 cos(prediction(project(z_{k+1})), target.project(zbar_{k+1}))
                  the V-JEPA-AC / SPR latent self-prediction, compared as SPR does: a cosine is
                  scale-free, so it neither vanishes when latents of different states are close
-                 (an MSE on them measured ~1e-5 and taught the dynamics nothing) nor swamps Q
+                 (an MSE on them measured ~1e-5 and taught the dynamics nothing) nor swamps Q;
+                 or (`consistency: mse`, TD-MPC2) mean_k |std(z_{k+1}) - std(zbar_{k+1})|^2 on the
+                 standardised latents, for a latent whose numbers are positions (keypoints)
     reward       two-hot CE of r_k against the (clipped) real reward
     continuation BCE of c_k against "no termination and no lost life"
     Q            Huber of Q_e(z_k, a_k) against the n-step double-Q target
@@ -89,7 +91,8 @@ class Learner:
             later = random_shift(obs[:, needed].flatten(0, 1), cfg.shift, self.generator)
             zbar = obs.new_zeros(b, length - 1, model.latent_dim)
             zbar[:, [j - 1 for j in needed]] = self.target.encode(later).view(b, len(needed), -1)
-            pbar = [F.normalize(self.target.project(zbar[:, k]), dim=-1) for k in range(K)]  # K x [B, P]
+            if cfg.consistency == "cosine":
+                pbar = [F.normalize(self.target.project(zbar[:, k]), dim=-1) for k in range(K)]  # K x [B, P]
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
         z0 = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
@@ -111,9 +114,12 @@ class Learner:
             losses["q"] = losses["q"] + w * _masked_mean(huber, q_mask[:, k])
             z, reward_logits, cont_logit = model.step(z, action[:, k])
             step_mask = live[:, k]
-            p = F.normalize(model.prediction(model.project(z)), dim=-1)
-            cosine = 2 - 2 * (p * pbar[k]).sum(-1)
-            consistency = consistency + _masked_mean(cosine, valid[:, k + 1]) / K  # every step alike
+            if cfg.consistency == "cosine":
+                p = F.normalize(model.prediction(model.project(z)), dim=-1)
+                error = 2 - 2 * (p * pbar[k]).sum(-1)
+            else:  # both standardised by the online statistics, so every latent dimension counts alike
+                error = (model.standardise(z) - model.standardise(zbar[:, k])).pow(2).mean(-1)
+            consistency = consistency + _masked_mean(error, valid[:, k + 1]) / K  # every step alike
             ce = -(model.two_hot.encode(reward[:, k]) * F.log_softmax(reward_logits, -1)).sum(-1)
             losses["reward"] = losses["reward"] + w * _masked_mean(ce, step_mask)
             bce = F.binary_cross_entropy_with_logits(cont_logit, alive[:, k], reduction="none")
