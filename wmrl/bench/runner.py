@@ -61,8 +61,9 @@ SUITES: dict[str, list[Cell]] = {
     "atari100k": _grid({"breakout": (*DISCRETE_AGENTS, *ABLATIONS)}, 100_000, 20),
     # Goal reaching from pixels (benchmarks/PROTOCOL.md): 50 seeded episodes, success rate.
     "robots": _grid({"reacher": CONTINUOUS_AGENTS, "pusht": CONTINUOUS_AGENTS, "fetch_reach": CONTINUOUS_AGENTS}, 50_000, 50),
-    # Crafter at its authors' 1M-step budget; the score is computed over 20 evaluation episodes.
-    "crafter": _grid({"crafter": DISCRETE_AGENTS}, 1_000_000, 20),
+    # Crafter at 100k env steps (its authors' budget is 1M; 100k fits this project's 2-core machine
+    # in hours); the score is computed over 20 evaluation episodes.
+    "crafter": _grid({"crafter": ("random", "ppo", "dqn", "wmrl")}, 100_000, 20),
 }
 
 
