@@ -249,6 +249,20 @@ def test_crafter_cell_reports_its_score(tmp_path):
     hns = (result["score"] - 1.6) / (50.5 - 1.6)
     assert f"| {hns:.3f} | {result['score']:.1f}% ± 0.0 |" in report
     assert "Published crafter, Crafter score (%) at 1M env steps" in report and "| DreamerV3 | 14.5 |" in report
+    assert f"| collect_wood | {result['achievement_rates']['collect_wood']:.1f} |" in report
+
+
+def test_achievement_table_averages_each_achievement_over_seeds():
+    from wmrl.bench.report import achievement_table
+
+    results = [{"env": "crafter", "agent": "ppo", "achievement_rates": {"collect_wood": 50.0, "place_table": 0.0}},
+               {"env": "crafter", "agent": "ppo", "achievement_rates": {"collect_wood": 100.0, "place_table": 10.0}},
+               {"env": "crafter", "agent": "random", "achievement_rates": {"collect_wood": 20.0, "place_table": 0.0}},
+               {"env": "reacher", "agent": "ppo"}]
+    lines = achievement_table(results)
+    assert "| achievement | crafter ppo | crafter random |" in lines
+    assert "| collect_wood | 75.0 | 20.0 |" in lines and "| place_table | 5.0 | 0.0 |" in lines
+    assert achievement_table(results[3:]) == []
 
 
 def test_report_shows_success_and_progress():

@@ -237,6 +237,22 @@ def write_report(root: str | Path) -> Path:
     return root / "report.md"
 
 
+def achievement_table(results: list[dict]) -> list[str]:
+    """Crafter: each achievement's success rate in % (episodes that unlocked it), averaged over
+    seeds, one column per env and agent; [] when no cell recorded achievements."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        if "achievement_rates" in r:
+            groups[(r["env"], r["agent"])].append(r["achievement_rates"])
+    if not groups:
+        return []
+    keys = sorted(groups)
+    names = sorted({name for rates in groups.values() for seed in rates for name in seed})
+    cells = [[name] + [f"{np.mean([seed.get(name, 0.0) for seed in groups[k]]):.1f}" for k in keys] for name in names]
+    return ["", "Success rate per achievement (% of evaluation episodes that unlocked it, mean over seeds):", "",
+            *table(["achievement", *(f"{env} {agent}" for env, agent in keys)], cells)]
+
+
 def machines(results: list[dict]) -> str:
     """Where the cells were trained: one line per machine, naming its cells (train h/seed is that machine's)."""
     where: dict[str, list[str]] = defaultdict(list)
@@ -263,6 +279,8 @@ def cells_report(root: Path, results: list[dict]) -> str:
             "and is evaluated on the same seeded full episodes (no reward clipping). Mean ± std and IQM are over "
             "seeds of each seed's mean evaluation return; the 95% confidence intervals are rliable's stratified "
             "bootstrap over seeds (2,000 resamples).\n\n" + machines(results) + "\n\n" + markdown(rows))
+    if achievements := achievement_table(results):
+        text += "\n".join(achievements) + "\n"
     for path in plot_curves(results, root):
         text += f"\n![{path.stem}]({path.name})\n"
     return text
