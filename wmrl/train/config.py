@@ -99,8 +99,8 @@ class LearnerConfig:
     # projection's space (SPR; scale-free, for latents whose states differ by ~1e-4 of their size).
     # "mse": squared error of the standardised latents themselves (TD-MPC2), for a latent whose
     # numbers mean something (keypoints): measured on Reacher, the cosine left the dynamics' own
-    # latents off the encoder's manifold, and the reward read from a 3-step prediction had a
-    # correlation of -0.05 with the real one (0.99 at one step).
+    # latents off the encoder's range, and the reward read from a 3-step prediction correlated
+    # 0.11 with the real one (0.97 with "mse"; 2,000 updates on random play).
     consistency: Literal["cosine", "mse"] = "cosine"
     model_grad: bool = True  # the world model's losses train the encoder too (SPR); false: only Q at real latents does
     reward_weight: float = 1.0
