@@ -226,7 +226,7 @@ def test_readme_headline_table_is_the_committed_results():
     """The README's table is what `wmrl bench --report ... --readme` writes from benchmarks/results/."""
     text = (REPO / "README.md").read_text()
     table = text.split(HEADLINE_BEGIN + "\n")[1].split(HEADLINE_END)[0]
-    roots = [REPO / "benchmarks/results/atari100k", REPO / "benchmarks/results/robots"]
+    roots = [REPO / "benchmarks/results/atari100k", REPO / "benchmarks/results/robots", REPO / "benchmarks/results/crafter"]
     assert table == headline(roots)
 
 
