@@ -5,8 +5,8 @@ So that the next regression shows in one command, on the latent the agent acts o
   records (Breakout: ball x / y, paddle x, and ball x - paddle x), on rows with the ball in play
   where the card has a ball. Given the run's replay, on its last `probe_episodes` episodes, or more
   to reach 12,000 rows (every fourth held out): thousands of rows from many states. Else on the
-  played episodes (fitted on the first, scored on the last), which is too few rows for a 784-number latent when a deterministic
-  agent repeats itself (measured on one Breakout agent: ball x R² -0.12 from 3 games, 0.905 from
+  played episodes (fitted on the first, scored on the last), which is too few rows for a
+  784-number latent when a deterministic agent repeats itself (measured on one Breakout agent: ball x R² -0.12 from 3 games, 0.905 from
   11k replay rows);
 * value ranking: Spearman correlation of max_a Q(z_t, a) with the realised discounted return of
   clipped rewards up to the next lost life or episode end (what Q is trained to predict);
@@ -126,13 +126,14 @@ def diagnose(agent: SearchAgent, env, episodes: int = 3, seed: int = 0, max_step
         "action_histogram": histogram.tolist(),
         "probe_r2": {},
     }
-    z_replay = None if replay is None else encode_rows(model, replay, recent_rows(replay, probe_episodes)[1])  # encoded once
+    recent = None if replay is None else recent_rows(replay, probe_episodes)  # (episode ids, rows)
+    z_replay = None if replay is None else encode_rows(model, replay, recent[1])  # encoded once
     if replay is not None and not model.continuous:
         result["replay_q"] = replay_q_spread(model, z_replay)
     if replay is not None and replay.states is not None:
         result["probe_r2"] = replay_probes(model, replay, probe_episodes, z_replay)
         result["probe_r2_pixels"] = pixel_probes(replay, probe_episodes)
-        result["probe_source"] = f"replay: last {len(recent_rows(replay, probe_episodes)[0])} episodes"
+        result["probe_source"] = f"replay: last {len(recent[0])} episodes"
     elif states and layout:
         result["probe_source"] = f"{len(played)} played episodes"
         targets = probe_targets(layout, np.concatenate(states))
