@@ -118,8 +118,11 @@ class OnlineRun:
                                        if k.startswith("target_encoder.")})
 
     def _save(self, learner: Learner, steps: int, episodes: int) -> None:
+        # The checkpoint carries the progress rows: a kill between its write and run.json's leaves
+        # run.json behind, and a resumed run takes its record from here.
         save_checkpoint(self.out / "learner.pt", {"learner": learner.state_dict(), "steps": steps, "episodes": episodes,
-                                                   "memory_rng": self.memory.rng.bit_generator.state})
+                                                   "memory_rng": self.memory.rng.bit_generator.state,
+                                                   "progress": self.record["progress"]})
         self.record.update(steps=steps, updates=learner.updates)
         write_json_atomic(self.record_path, self.record)
 
@@ -158,6 +161,7 @@ class OnlineRun:
             saved = load_checkpoint(checkpoint)
             learner.load_state_dict(saved["learner"])
             self.memory.rng.bit_generator.state = saved["memory_rng"]
+            self.record.update(progress=saved.get("progress", self.record["progress"]), updates=learner.updates)
             log.truncate_after(saved["steps"])
         agent = None if learner is None else self._agent(learner.model, seed=r.seed + steps)
         action_rng = np.random.default_rng(r.seed + steps)
