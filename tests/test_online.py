@@ -238,6 +238,35 @@ def test_continuous_agent_at_depth_0_acts_by_the_policy_prior_s_mean():
     assert np.allclose(agent.predict(obs)[0], agent.to_env(mean), atol=1e-6) and np.abs(mean).max() > 0.1
 
 
+def test_continuous_agent_samples_the_prior_only_when_asked():
+    """Learning acts by a sample of the prior (SAC); evaluation by its mean."""
+    torch.manual_seed(0)
+    model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                            AgentModelConfig(hidden=64), (2, 1, 12, 12), 2, continuous=True)
+    agent = SearchAgent(model, depth=0, low=np.array([-1.0, -1.0]), high=np.array([1.0, 1.0]))
+    obs = np.repeat(np.random.default_rng(0).integers(0, 255, (1, 2, 1, 12, 12), dtype=np.uint8), 64, axis=0)
+    mean, drawn = agent.act(obs), agent.act(obs, sample=True)
+    assert np.allclose(mean, mean[0]) and drawn.std(0).min() > 0.01  # one state: one mean, many samples
+
+
+@pytest.mark.parametrize("target, rises", [(5.0, True), (-20.0, False)])
+def test_learned_entropy_weight_moves_toward_the_target_entropy_and_is_saved(target, rises):
+    """SAC's temperature: below the target entropy the weight grows, above it the weight shrinks."""
+    def learner() -> Learner:
+        torch.manual_seed(0)
+        model = AgentWorldModel(EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=6, tubelet=2),
+                                AgentModelConfig(hidden=64), (2, 1, 12, 12), 1, continuous=True)
+        return Learner(model, LearnerConfig(batch_size=16, lr=1e-3, unroll=1, n_step=1, shift=0, entropy_coef=0.1,
+                                            target_entropy=target))
+    trained, memory = learner(), toy_memory(continuous=True)
+    for _ in range(30):
+        info = trained.update(memory.sample(16, trained.cfg.sequence_length))
+    assert (info["alpha"] > 0.1) == rises and (info["alpha"] < 0.1) != rises and np.isfinite(info["entropy"])
+    loaded = learner()
+    loaded.load_state_dict(trained.state_dict())
+    assert float(loaded.log_alpha) == float(trained.log_alpha)
+
+
 def test_a_discrete_run_at_depth_0_is_a_one_line_error(tmp_path):
     result = run_cli("run", "--config", toy_config(tmp_path), "--out", tmp_path / "run", "--no-progress", "--set", "search.depth=0",
                      env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})

@@ -206,7 +206,7 @@ class OnlineRun:
                                action_rng.uniform(space.low, space.high, (r.num_envs, *space.shape)).astype(np.float32))
                 else:
                     learner.model.eval()
-                    actions = agent.act(obs, cfg.search.epsilon(steps - r.seed_steps))
+                    actions = agent.act(obs, cfg.search.epsilon(steps - r.seed_steps), sample=True)
                 obs, rewards, terminated, truncated, info = venv.step(actions)
                 learned = actions if self.memory.action.ndim == 1 else self._unit(actions)  # what the memory keeps
                 state = info.get("state")

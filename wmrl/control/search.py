@@ -161,12 +161,14 @@ class SearchAgent:
             self.search = ExhaustiveSearch(model.num_actions, depth, self.device)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
-        """obs [N, K, C, H, W] uint8 -> actions [N] int64, or [N, A] float32 in the env's units."""
+    def act(self, obs: np.ndarray, epsilon: float = 0.0, sample: bool = False) -> np.ndarray:
+        """obs [N, K, C, H, W] uint8 -> actions [N] int64, or [N, A] float32 in the env's units.
+        `sample`: continuous at depth 0, act by a sample of the prior rather than its mean (SAC's
+        exploration while learning)."""
         z = self.model.encode(torch.as_tensor(obs, device=self.device))
         if self.model.continuous:
             if self.depth == 0:
-                unit = self.model.pi(z, deterministic=True)[0].cpu().numpy()
+                unit = self.model.pi(z, self.generator, deterministic=not sample)[0].cpu().numpy()
             else:
                 unit = mppi(self.model, z, self.gamma, self.depth, self.mppi, self.generator).cpu().numpy()
             unit = np.clip(unit + epsilon * self.rng.standard_normal(unit.shape), -1, 1)

@@ -26,6 +26,7 @@ reward, continuation and unrolled-Q losses reach the dynamics and heads but not 
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -67,6 +68,9 @@ class Learner:
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
         self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets, policy samples
         self.q_scale = torch.ones((), device=self.device)  # continuous: running 5-95% spread of Q
+        # continuous: the entropy weight's log; learned when cfg.target_entropy is set (SAC)
+        self.log_alpha = torch.tensor(math.log(cfg.entropy_coef), device=self.device, requires_grad=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.updates = 0
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -131,8 +135,15 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if model.continuous:  # the policy prior climbs Q on the (detached) real and unrolled latents
-            losses["pi"] = self._policy_loss(torch.cat(latents).detach())
+            losses["pi"], log_prob = self._policy_loss(torch.cat(latents).detach())
             losses["pi"].backward(inputs=list(model.policy.parameters()))  # Q and the encoder do not follow it
+            if cfg.target_entropy is not None:  # raise the weight while the entropy is below target, lower it above
+                losses["entropy"] = -log_prob.mean().detach()
+                alpha_loss = -(self.log_alpha * (log_prob.detach() + cfg.target_entropy)).mean()
+                self.alpha_optimizer.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_optimizer.step()
+                losses["alpha"] = self.log_alpha.detach().exp()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         with torch.no_grad():
@@ -143,14 +154,16 @@ class Learner:
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm),
                 "q_target": float(_masked_mean(targets[:, 0], q_mask[:, 0]))}
 
-    def _policy_loss(self, z: torch.Tensor) -> torch.Tensor:
-        """TD-MPC2's: -Q(z, pi(z)) in units of Q's running 5-95% spread, minus a small entropy bonus."""
+    def _policy_loss(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD-MPC2's: -Q(z, pi(z)) in units of Q's running 5-95% spread, minus an entropy bonus;
+        and the samples' log-probabilities [B]."""
         action, log_prob = self.model.pi(z, self.generator)
         q = self.model.q(z, action).mean(0)  # [B]
         with torch.no_grad():
             spread = torch.quantile(q, 0.95) - torch.quantile(q, 0.05)
             self.q_scale.lerp_(spread, 0.01)
-        return (self.cfg.entropy_coef * log_prob - q / self.q_scale.clamp_min(1.0)).mean()
+        alpha = self.log_alpha.detach().exp()
+        return (alpha * log_prob - q / self.q_scale.clamp_min(1.0)).mean(), log_prob
 
     def _q_targets(self, zbar: torch.Tensor, reward: torch.Tensor, alive: torch.Tensor, live: torch.Tensor,
                    valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +193,8 @@ class Learner:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "updates": self.updates,
-                "generator": self.generator.get_state(), "q_scale": self.q_scale}
+                "generator": self.generator.get_state(), "q_scale": self.q_scale,
+                "log_alpha": self.log_alpha.detach(), "alpha_optimizer": self.alpha_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -189,6 +203,9 @@ class Learner:
         self.updates = state["updates"]
         self.generator.set_state(state["generator"])
         self.q_scale.copy_(state["q_scale"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
