@@ -2,6 +2,9 @@
 
 On fresh random-play episodes of the `reacher` card (pixels as the agent sees them, the MuJoCo
 state beside them) it measures, for the agent of a `wmrl run` folder:
+0. what the latent holds: a ridge probe from the real latent to the fingertip-target offset (fitted
+   on half the episodes), and the correlation of the distance it implies with the real one on the
+   other half: the most the reward could know;
 1. the distance part of the reward k steps ahead: the model unrolls from the real latent along the
    real torques, and its predicted reward plus the known torque cost (Reacher-v5: r = -distance -
    |a|^2) is correlated with minus the real fingertip-target distance, k = 1, 3, 5, 10. (The whole
@@ -44,6 +47,23 @@ def random_play(episodes: int, seed: int) -> list[dict[str, np.ndarray]]:
                     "state": np.stack(states)})
     env.close()
     return out
+
+
+@torch.no_grad()
+def latent_distance_probe(model, episodes) -> float:
+    """corr(distance read from a linear probe of the latent, real distance) on held-out episodes."""
+    def data(eps):
+        z = torch.cat([model.encode(torch.as_tensor(ep["stacks"][1:])) for ep in eps]).numpy()
+        state = np.concatenate([ep["state"][1:] for ep in eps])
+        return z, state[:, 8:10] - state[:, 11:13]  # the fingertip-target offset, x and y
+    half = len(episodes) // 2
+    z, offset = data(episodes[:half])
+    mean, std, offset_mean = z.mean(0), z.std(0) + 1e-6, offset.mean(0)
+    x = (z - mean) / std
+    weights = np.linalg.solve(x.T @ x + np.eye(x.shape[1]), x.T @ (offset - offset_mean))  # ridge
+    z, offset = data(episodes[half:])
+    predicted = (z - mean) / std @ weights + offset_mean
+    return float(np.corrcoef(np.linalg.norm(predicted, axis=1), np.linalg.norm(offset, axis=1))[0, 1])
 
 
 @torch.no_grad()
@@ -100,6 +120,8 @@ def main() -> None:
     torch.set_num_threads(1)
     model = load_agent(args.run).model.eval()
     episodes = random_play(args.episodes, args.seed)
+    print(f"distance read from a linear probe of the real latent vs the real one (held-out random play): "
+          f"{latent_distance_probe(model, episodes):.2f}")
     corr = distance_prediction(model, episodes)
     print("predicted vs real minus distance, k steps ahead (random play): "
           + ", ".join(f"k={k} {c:.2f}" for k, c in corr.items()))
