@@ -109,8 +109,9 @@ class LearnerConfig:
     entropy_coef: float = 1e-4  # continuous actions: the policy prior's entropy bonus (TD-MPC2)
     # Continuous actions: learn the entropy weight instead (SAC's automatic temperature), so that
     # the prior's entropy stays near this many nats (SAC: minus the action dimensions); entropy_coef
-    # is then its starting value. None keeps entropy_coef fixed. On Reacher the fixed 1e-4 let the
-    # prior's spread collapse: it held the arm still (|mean| 0.05) and learning saw no reaching.
+    # is then its starting value. None keeps entropy_coef fixed. Measured on Reacher at 50k: with
+    # the fixed 1e-4 the prior held the arm still (|mean| 0.05; return -9.90, success 0.02); with
+    # the learned weight (-2 nats, from 0.1) it did the same (-9.70, 0.02).
     target_entropy: float | None = None
 
     def __post_init__(self):
@@ -118,7 +119,9 @@ class LearnerConfig:
             raise ValueError("learner: batch_size, unroll and n_step must be >= 1, lr > 0, encoder_lr_scale >= 0")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1 or self.shift < 0 or self.reward_clip < 0:
             raise ValueError("learner: gamma and tau must be in (0, 1], shift and reward_clip >= 0")
-        if self.entropy_coef <= 0 and self.target_entropy is not None:
+        if self.entropy_coef < 0:
+            raise ValueError("learner: entropy_coef must be >= 0")
+        if self.entropy_coef == 0 and self.target_entropy is not None:
             raise ValueError("learner: a learned entropy weight (target_entropy) starts from entropy_coef, which must be > 0")
 
     @property

@@ -26,7 +26,6 @@ reward, continuation and unrolled-Q losses reach the dynamics and heads but not 
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -69,7 +68,7 @@ class Learner:
         self.generator = torch.Generator().manual_seed(seed)  # augmentation offsets, policy samples
         self.q_scale = torch.ones((), device=self.device)  # continuous: running 5-95% spread of Q
         # continuous: the entropy weight's log; learned when cfg.target_entropy is set (SAC)
-        self.log_alpha = torch.tensor(math.log(cfg.entropy_coef), device=self.device, requires_grad=True)
+        self.log_alpha = torch.tensor(float(cfg.entropy_coef), device=self.device).log().requires_grad_()  # 0 -> -inf: no bonus
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.updates = 0
 
