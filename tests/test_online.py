@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -418,6 +419,28 @@ def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_pa
     before = saved["progress"][-1]["seconds"]
     resumed = [row["seconds"] for row in record["progress"][len(saved["progress"]):]]
     assert resumed and min(resumed) >= before
+
+
+def test_resume_without_checkpoint_or_dataset_starts_over_cleanly(tmp_path):
+    """A run folder that kept only run.json and metrics.jsonl (a fresh clone of committed results):
+    the resumed run learns again from step 0, with neither the old seconds nor the old rows."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    assert run_cli("run", "--config", toy_config(tmp_path, budget=400, eval_episodes=0), "--out", out, "--no-progress",
+                   env=env).returncode == 0
+    old = json.loads((out / "run.json").read_text())
+    assert old["progress"]
+    old["progress"] = [{**row, "seconds": row["seconds"] + 1e6} for row in old["progress"]]  # marks the old rows
+    (out / "run.json").write_text(json.dumps(old))
+    shutil.rmtree(out / "data")
+    (out / "learner.pt").unlink(), (out / "agent.pt").unlink()
+    result = run_cli("run", "--resume", "--out", out, "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["steps"] == ReplayDataset(out / "data").episode_steps.sum() == 400 and record["updates"] == old["updates"]
+    assert len(record["progress"]) == len(old["progress"]) and max(row["seconds"] for row in record["progress"]) < 1e5
+    steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "step" in row]
+    assert steps == sorted(steps) and steps[-1] <= 400
 
 
 def test_returns_to_life_end_cut_at_lost_lives_and_clip_rewards():

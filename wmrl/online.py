@@ -163,6 +163,11 @@ class OnlineRun:
             self.memory.rng.bit_generator.state = saved["memory_rng"]
             self.record.update(progress=saved.get("progress", self.record["progress"]), updates=learner.updates)
             log.truncate_after(saved["steps"])
+        else:  # no checkpoint: a new run, or one killed (or its learner.pt lost) before learning saved
+            # anything; only the dataset's steps survive, so rows and seconds logged past them go
+            self.record["progress"] = [row for row in self.record["progress"] if row["steps"] <= steps]
+            self.record["eval"] = None  # of a model that is gone
+            log.truncate_after(steps)
         agent = None if learner is None else self._agent(learner.model, seed=r.seed + steps)
         action_rng = np.random.default_rng(r.seed + steps)
 
