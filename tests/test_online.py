@@ -390,6 +390,67 @@ def test_online_agent_learns_a_continuous_toy_task_far_above_random(tmp_path):
     assert result.returncode == 0 and "the policy prior's mean" in result.stdout, result.stderr[-2000:]
 
 
+def test_memory_stores_latents_of_its_stacks_and_samples_them():
+    memory = TransitionMemory(20, (1, 2, 2), frame_stack=2, seed=0)
+    frame = lambda v: np.full((1, 2, 2), v, np.uint8)  # noqa: E731
+    i = memory.start(frame(0))
+    for t in range(1, 8):
+        i = memory.add(i, t % 2, float(t), terminal=False, end=(t == 7), frame=frame(t))
+    encode = lambda stacks: stacks.reshape(len(stacks), 2, -1)[:, :, 0].astype(np.float32)  # noqa: E731  [N, 2]: the stack's two frames
+    with pytest.raises(RuntimeError, match="encode_new"):
+        memory.sample(4, 3, latents=True)
+    memory.encode_new(encode, chunk=3)
+    state = memory.rng.bit_generator.state
+    batch = memory.sample(16, 3, latents=True)
+    memory.rng.bit_generator.state = state
+    stacks = memory.sample(16, 3)
+    assert batch.obs is None and batch.latents.shape == (16, 3, 2)
+    assert np.array_equal(batch.latents, stacks.obs.reshape(16, 3, 2, -1)[..., 0].astype(np.float32))
+    assert np.array_equal(batch.reward, stacks.reward) and np.array_equal(batch.valid, stacks.valid)
+    j = memory.start(frame(20))  # a new record waits for its latent
+    memory.add(j, 1, 1.0, terminal=True, end=True, frame=frame(21))
+    with pytest.raises(RuntimeError, match="encode_new"):
+        memory.sample(4, 3, latents=True)
+    memory.encode_new(encode)
+    assert memory.latents[memory.size - 1].tolist() == [20.0, 21.0]
+
+
+def test_learner_on_stored_latents_leaves_the_encoder_and_learns_the_heads():
+    model = tiny_model()
+    learner = Learner(model, LearnerConfig(batch_size=8, unroll=2, n_step=1, shift=0), seed=0)
+    memory = TransitionMemory(200, (1, 12, 12), frame_stack=2, seed=0)
+    rng = np.random.default_rng(0)
+    i = memory.start(rng.integers(0, 255, (1, 12, 12), np.uint8))
+    for t in range(100):
+        i = memory.add(i, t % 2, float(t % 3 == 0), terminal=False, end=(t % 25 == 24),
+                       frame=rng.integers(0, 255, (1, 12, 12), np.uint8))
+        if t % 25 == 24:
+            i = memory.start(rng.integers(0, 255, (1, 12, 12), np.uint8))
+    with torch.no_grad():
+        memory.encode_new(lambda stacks: model.encode(torch.as_tensor(stacks)))
+    encoder = [p.detach().clone() for p in model.encoder_parameters()]
+    heads = [p.detach().clone() for p in model.q_heads.parameters()]
+    for _ in range(3):
+        losses = learner.update(memory.sample(8, 3, latents=True))
+    assert all(np.isfinite(v) for v in losses.values())
+    assert all(torch.equal(a, b) for a, b in zip(encoder, model.encoder_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(heads, model.q_heads.parameters()))
+
+
+def test_online_run_freezes_the_encoder_and_learns_from_stored_latents(tmp_path):
+    """The continuous toy with the encoder frozen after 100 updates (at step 400), then 1 update per
+    env step on stored latents: the updates follow both ratios and the agent still learns the task."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    result = run_cli("run", "--config", toy_config(tmp_path, card_text=toy_env.REACH_CARD), "--out", out, "--no-progress",
+                     "--set", "learner.freeze_encoder_after=100", "learner.frozen_batch_size=64",
+                     "run.frozen_replay_ratio=1.0", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["updates"] == 100 + (1200 - 400)
+    assert record["eval"]["return_mean"] >= 7.0, record["eval"]
+
+
 def test_online_run_resumes_after_sigkill_with_the_same_steps_and_updates(tmp_path):
     out = tmp_path / "run"
     config = toy_config(tmp_path, budget=1000, stage1=5, eval_episodes=0)

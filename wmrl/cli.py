@@ -690,8 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, help="real env agent steps in all (override run.budget)")
     p.add_argument("--out", required=True, type=Path, help="run folder (data, encoder, world models, run.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (with its stored config)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. learner.encoder_lr_scale=0 run.stage1_steps=0")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. learner.encoder_lr_scale=0 run.stage1_steps=0 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)

@@ -201,6 +201,7 @@ class RunConfig:
     budget: int = 100_000  # real env agent steps (evaluation episodes not counted)
     seed_steps: int = 10_000  # collected with random actions first
     replay_ratio: float = 0.25  # online: gradient updates per env step after the seed steps
+    frozen_replay_ratio: float = 1.0  # online: the same once the encoder is frozen (learner.freeze_encoder_after)
     checkpoint_every: int = 5_000  # online: env steps between checkpoints (a killed run resumes from the last)
     round_steps: int = 10_000  # each later round collects with the MPC agent (plan.explore on)
     num_envs: int = 1
@@ -216,8 +217,8 @@ class RunConfig:
         if min(self.budget, self.seed_steps, self.round_steps, self.num_envs, self.stage2_steps, self.checkpoint_every,
                self.stage2_round_steps, self.eval_max_steps) < 1 or self.stage1_round_steps < 0 or self.eval_episodes < 0:
             raise ValueError("run: step counts must be >= 1 (stage1_round_steps, eval_episodes >= 0)")
-        if self.stage1_steps < (1 if self.loop == "rounds" else 0) or self.replay_ratio <= 0:
-            raise ValueError("run: stage1_steps must be >= 1 for the rounds loop (>= 0 online), replay_ratio > 0")
+        if self.stage1_steps < (1 if self.loop == "rounds" else 0) or min(self.replay_ratio, self.frozen_replay_ratio) <= 0:
+            raise ValueError("run: stage1_steps must be >= 1 for the rounds loop (>= 0 online), replay ratios > 0")
 
 
 @dataclass

@@ -6,6 +6,9 @@
                   encoder initialises the agent's encoder
     learning      the search agent acts (epsilon-greedy, `search.*`); after every vector step the
                   learner catches up to `run.replay_ratio` updates per env step since the seed phase
+    stored latents (with `learner.freeze_encoder_after` > 0) once the learner has made that many
+                  updates the encoder stays as it is, each replay stack's latent is stored and the
+                  learner goes on from those at `run.frozen_replay_ratio` updates per env step
     evaluation    `run.eval_episodes` full episodes with the deterministic search agent
 
 Every transition goes to the Minari dataset under out/data (the record of the run) and to the
@@ -239,8 +242,8 @@ class OnlineRun:
                 steps += r.num_envs
                 if learner is not None:
                     learner.model.train()
-                    while learner.updates < r.replay_ratio * (steps - r.seed_steps):
-                        losses.append(learner.update(self.memory.sample(cfg.learner.batch_size, cfg.learner.sequence_length)))
+                    while learner.updates < self._updates_due(steps):
+                        losses.append(learner.update(self._batch(learner)))
                         if len(losses) == LOG_EVERY:
                             row = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
                             log.log({"step": steps, "updates": learner.updates, **row})
@@ -256,6 +259,28 @@ class OnlineRun:
                 self._save(learner, writer.meta["total_steps"], episodes)
                 self._agent(learner.model, r.seed, cfg.search.explore_end, trained=True).save(self.out / "agent.pt")
             log.close()
+
+    def _updates_due(self, steps: int) -> float:
+        """Updates the learner should have made after `steps` env steps: `replay_ratio` per step
+        past the seed phase until the encoder freezes, then `frozen_replay_ratio` per step."""
+        r, freeze = self.cfg.run, self.cfg.learner.freeze_encoder_after
+        due = r.replay_ratio * (steps - r.seed_steps)
+        if freeze == 0 or due <= freeze:
+            return due
+        frozen_at = r.seed_steps + freeze / r.replay_ratio  # the env step at which the encoder froze
+        return freeze + r.frozen_replay_ratio * (steps - frozen_at)
+
+    def _batch(self, learner: Learner):
+        """The next update's sequences: observation stacks, or stored latents once the encoder is frozen."""
+        cfg = self.cfg.learner
+        if cfg.freeze_encoder_after == 0 or learner.updates < cfg.freeze_encoder_after:
+            return self.memory.sample(cfg.batch_size, cfg.sequence_length)
+        model = learner.model
+        with torch.no_grad():  # the frozen encoder's latents of the stacks stored since the last update
+            model.eval()
+            self.memory.encode_new(lambda stacks: model.encode(torch.as_tensor(stacks, device=learner.device)).cpu())
+            model.train()
+        return self.memory.sample(cfg.frozen_batch_size, cfg.sequence_length, latents=True)
 
     def _progress(self, steps: int, learner: Learner | None, returns: list[float], start: float) -> None:
         recent = returns[-20:]

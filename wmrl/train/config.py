@@ -113,8 +113,17 @@ class LearnerConfig:
     # the fixed 1e-4 the prior held the arm still (|mean| 0.05; return -9.90, success 0.02); with
     # the learned weight (-2 nats, from 0.1) it did the same (-9.70, 0.02).
     target_entropy: float | None = None
+    # Stored embeddings (SEER, Chen et al. 2021): after this many updates the encoder stops learning,
+    # the replay keeps each stack's latent, and the rest of the run updates Q, the policy prior and
+    # the world model on those latents alone, `frozen_batch_size` sequences at a time and
+    # `run.frozen_replay_ratio` updates per env step (no convolutions: ~60% of a Reacher update's
+    # time). 0: the encoder learns to the end.
+    freeze_encoder_after: int = 0
+    frozen_batch_size: int = 256
 
     def __post_init__(self):
+        if self.freeze_encoder_after < 0 or self.frozen_batch_size < 1:
+            raise ValueError("learner: freeze_encoder_after must be >= 0 and frozen_batch_size >= 1")
         if min(self.batch_size, self.unroll, self.n_step) < 1 or self.lr <= 0 or self.encoder_lr_scale < 0:
             raise ValueError("learner: batch_size, unroll and n_step must be >= 1, lr > 0, encoder_lr_scale >= 0")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1 or self.shift < 0 or self.reward_clip < 0:

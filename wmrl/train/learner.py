@@ -79,7 +79,10 @@ class Learner:
         cfg, model = self.cfg, self.model
         b, length = batch.valid.shape
         K, n = cfg.unroll, cfg.n_step
-        obs = self._tensor(batch.obs).float()  # [B, L, K', C, H, W]
+        # Stored latents (a frozen encoder's, SEER): they stand for both encoders' outputs and no
+        # convolution runs; else the observation stacks, encoded here.
+        stored = None if batch.latents is None else self._tensor(batch.latents)  # [B, L, D]
+        obs = None if stored is not None else self._tensor(batch.obs).float()  # [B, L, K', C, H, W]
         action, valid = self._tensor(batch.action), self._tensor(batch.valid).float()  # [B, L-1], [B, L]
         live = self._tensor(batch.live).float()  # [B, L-1]
         reward = self._tensor(batch.reward)
@@ -91,18 +94,21 @@ class Learner:
         # o_n..o_{K+n-1} (Q bootstrap); zbar[:, j - 1] is o_j's latent (others stay zero).
         needed = sorted(set(range(1, K + 1)) | set(range(n, K + n)))
         with torch.no_grad():
-            later = random_shift(obs[:, needed].flatten(0, 1), cfg.shift, self.generator)
-            zbar = obs.new_zeros(b, length - 1, model.latent_dim)
-            zbar[:, [j - 1 for j in needed]] = self.target.encode(later).view(b, len(needed), -1)
+            if stored is not None:
+                zbar = stored[:, 1:]
+            else:
+                later = random_shift(obs[:, needed].flatten(0, 1), cfg.shift, self.generator)
+                zbar = obs.new_zeros(b, length - 1, model.latent_dim)
+                zbar[:, [j - 1 for j in needed]] = self.target.encode(later).view(b, len(needed), -1)
             if cfg.consistency == "cosine":
                 pbar = [F.normalize(self.target.project(zbar[:, k]), dim=-1) for k in range(K)]  # K x [B, P]
             targets, q_mask = self._q_targets(zbar, reward, alive, live, valid)  # [B, K] each
 
-        z0 = model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
+        z0 = stored[:, 0] if stored is not None else model.encode(random_shift(obs[:, 0], cfg.shift, self.generator))  # [B, D]
         # The standardiser's statistics: real latents as the agent sees them, so not shifted (on
         # Breakout a 4-pixel shift moved the latent ~40x as much as the state did).
         with torch.no_grad():
-            model.standardise.update(z0 if cfg.shift == 0 else model.encode(obs[:, 0]))
+            model.standardise.update(z0 if cfg.shift == 0 or stored is not None else model.encode(obs[:, 0]))
         # The unroll starts from z0 itself (the world model's losses train the encoder too, SPR) or
         # from a detached copy (they train only the dynamics and heads; the encoder learns from Q).
         z = z0 if cfg.model_grad else z0.detach()
