@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 
+from wmrl.eval.episodes import run_episodes
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,16 +31,9 @@ def main() -> None:
     start = time.perf_counter()
     model.learn(args.steps)
     seconds = time.perf_counter() - start
-    env, returns, distances = gym.make("Reacher-v5"), [], []
-    for episode in range(args.episodes):
-        obs, _ = env.reset(seed=10**6 + episode)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(model.predict(obs, deterministic=True)[0])
-            total, done = total + reward, terminated or truncated
-        returns.append(total)
-        distances.append(-info["reward_dist"])  # the fingertip-target distance after the last step
-    d = np.array(distances)
+    # the fingertip-target distance after each episode's last step
+    stats, _ = run_episodes(gym.make("Reacher-v5"), model, args.episodes, seed=10**6, measure=lambda info: -info["reward_dist"])
+    returns, d = np.array(stats.returns), np.array(stats.measures)
     print(f"SAC on the true state, seed {args.seed}, {args.steps} steps ({seconds:.0f} s): return {np.mean(returns):.2f} "
           f"± {np.std(returns):.2f}, success {np.mean(d <= 0.05):.2f}, median final distance {np.median(d):.3f} "
           f"({args.episodes} episodes)")

@@ -276,10 +276,11 @@ class OnlineRun:
         if cfg.freeze_encoder_after == 0 or learner.updates < cfg.freeze_encoder_after:
             return self.memory.sample(cfg.batch_size, cfg.sequence_length)
         model = learner.model
-        with torch.no_grad():  # the frozen encoder's latents of the stacks stored since the last update
-            model.eval()
-            self.memory.encode_new(lambda stacks: model.encode(torch.as_tensor(stacks, device=learner.device)).cpu())
-            model.train()
+        if self.memory.encoded < len(self.memory):  # the frozen encoder's latents of the stacks stored since
+            with torch.no_grad():                    # the last update, encoded as the agent acting sees them
+                model.eval()
+                self.memory.encode_new(lambda stacks: model.encode(torch.as_tensor(stacks, device=learner.device)).cpu())
+                model.train()
         return self.memory.sample(cfg.frozen_batch_size, cfg.sequence_length, latents=True)
 
     def _progress(self, steps: int, learner: Learner | None, returns: list[float], start: float) -> None:
