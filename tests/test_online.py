@@ -676,3 +676,23 @@ def test_keypoint_latent_is_coordinates_from_its_own_tower_and_saves_and_loads(t
     loaded = SearchAgent.load(tmp_path / "agent.pt")
     with torch.no_grad():
         assert torch.equal(loaded.model.encode(obs), z)
+
+
+def test_per_frame_keypoints_read_each_frame_alone_and_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    enc = EncoderConfig(size="micro", width=32, depth=1, heads=2, patch=8, tubelet=2)
+    cfg = AgentModelConfig(latent="keypoints", keypoints=4, keypoint_frames="each", hidden=64, reward_head="mlp")
+    model = AgentWorldModel(enc, cfg, (4, 3, 64, 64), 2, continuous=True).eval()
+    obs = torch.randint(0, 255, (5, 4, 3, 64, 64), dtype=torch.uint8)
+    changed = obs.clone()
+    changed[:, 1] = torch.randint(0, 255, (5, 3, 64, 64), dtype=torch.uint8)  # the middle frame only
+    with torch.no_grad():
+        z, z_changed = model.encode(obs), model.encode(changed)
+    assert model.latent_dim == 32 and z.shape == (5, 32)  # 4 frames x 4 keypoints x (x, y)
+    moved = (z - z_changed).abs().view(5, 4, 8).amax((0, 2))
+    assert moved[1] > 0 and moved[[0, 2, 3]].eq(0).all()  # a frame's keypoints come from that frame alone
+    agent = SearchAgent(model, depth=1, low=np.array([-1.0, -1.0]), high=np.array([1.0, 1.0]),
+                        mppi=MPPISettings(population=8, policy_samples=2, elites=2, iterations=1))
+    agent.save(tmp_path / "agent.pt")
+    with torch.no_grad():
+        assert torch.equal(SearchAgent.load(tmp_path / "agent.pt").model.encode(obs), z)

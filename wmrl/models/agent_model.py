@@ -108,11 +108,26 @@ class SpatialSoftArgmax(nn.Module):
 
 
 def keypoint_encoder(in_channels: int, keypoints: int) -> nn.Sequential:
-    """stack as [B, K*C, H, W] in [0, 1] -> keypoints [B, 2 * keypoints]; 8x8 kernels at stride 2,
+    """image(s) as [B, C', H, W] in [0, 1] -> keypoints [B, 2 * keypoints]; 8x8 kernels at stride 2,
     then two 3x3: a 2-pixel object stays a few cells wide (DQN's stride 4 then 2 left it a fraction
     of one of Reacher's 4x4 cells)."""
     return nn.Sequential(nn.Conv2d(in_channels, 32, 8, 2), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
                          nn.Conv2d(32, keypoints, 3), SpatialSoftArgmax(keypoints))
+
+
+class FrameKeypoints(nn.Module):
+    """stack [B, K * C, H, W] -> z [B, K * 2 * keypoints]: one tower applied to each frame alone, its
+    keypoints concatenated oldest first, so a position is read from one sharp frame (not a blur of
+    K) and a velocity is a difference of two numbers the latent holds."""
+
+    def __init__(self, frames: int, channels: int, keypoints: int):
+        super().__init__()
+        self.frames, self.channels = frames, channels
+        self.tower = keypoint_encoder(channels, keypoints)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return self.tower(x.reshape(b * self.frames, self.channels, h, w)).view(b, -1)
 
 
 LOG_STD = (-5.0, 1.0)  # the policy prior's log-std range (TD-MPC2)
@@ -140,8 +155,11 @@ class AgentWorldModel(nn.Module):
             self.latent_dim = latent = 64 * self.encoder.num_tokens  # 64 channels per cell of the stem's grid
             self.readout = None
         elif cfg.latent == "keypoints":  # the ViT stays (stage 1's architecture) but is not used
-            self.keypoints = keypoint_encoder(k * c, cfg.keypoints)
-            self.latent_dim = latent = 2 * cfg.keypoints
+            if cfg.keypoint_frames == "each":
+                self.keypoints, self.latent_dim = FrameKeypoints(k, c, cfg.keypoints), 2 * k * cfg.keypoints
+            else:
+                self.keypoints, self.latent_dim = keypoint_encoder(k * c, cfg.keypoints), 2 * cfg.keypoints
+            latent = self.latent_dim
             self.readout = None
         else:
             self.latent_dim = latent = self.encoder.num_tokens * cfg.token_dims

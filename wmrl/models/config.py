@@ -187,6 +187,9 @@ class AgentModelConfig:
     # the keypoints at 0.94, 0.96 (benchmarks/results/reacher_latent_probe.md).
     latent: Literal["tokens", "conv", "keypoints"] = "tokens"
     keypoints: int = 32
+    # "stack": one tower over the K stacked frames -> z [B, 2 * keypoints]; "each": the tower on each
+    # frame alone -> z [B, K * 2 * keypoints] (positions at K times: velocities are differences).
+    keypoint_frames: Literal["stack", "each"] = "stack"
     token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
     # The Q heads. "mlp": two Linear -> LayerNorm -> Mish layers on the standardised latent. "dqn":
     # DQN's head on the latent as it is, Linear -> ReLU -> Linear (measured offline on Breakout
