@@ -4,7 +4,7 @@ given the true state instead of pixels (SB3 SAC, its default settings: one updat
 The pixel agents' target (success >= 0.5, median final distance <= 0.05 at 50k steps) is judged
 against this: the same env, the same reward, the 10-number observation Reacher-v5 returns.
 
-    .venv/bin/python benchmarks/reacher_state_sac.py --seed 0 --steps 50000
+    .venv/bin/python benchmarks/reacher_state_sac.py --seed 0 --steps 50000 [--eval-every 10000]
 """
 
 from __future__ import annotations
@@ -25,18 +25,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--episodes", type=int, default=50, help="deterministic evaluation episodes")
+    parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every this many steps (0: at the end only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = SAC("MlpPolicy", gym.make("Reacher-v5"), seed=args.seed, learning_starts=1000, verbose=0)
-    start = time.perf_counter()
-    model.learn(args.steps)
-    seconds = time.perf_counter() - start
-    # the fingertip-target distance after each episode's last step
-    stats, _ = run_episodes(gym.make("Reacher-v5"), model, args.episodes, seed=10**6, measure=lambda info: -info["reward_dist"])
-    returns, d = np.array(stats.returns), np.array(stats.measures)
-    print(f"SAC on the true state, seed {args.seed}, {args.steps} steps ({seconds:.0f} s): return {np.mean(returns):.2f} "
-          f"± {np.std(returns):.2f}, success {np.mean(d <= 0.05):.2f}, median final distance {np.median(d):.3f} "
-          f"({args.episodes} episodes)")
+    start, done = time.perf_counter(), 0
+    while done < args.steps:
+        chunk = min(args.eval_every or args.steps, args.steps - done)
+        model.learn(chunk, reset_num_timesteps=False)
+        done += chunk
+        seconds = time.perf_counter() - start
+        # the fingertip-target distance after each episode's last step
+        stats, _ = run_episodes(gym.make("Reacher-v5"), model, args.episodes, seed=10**6, measure=lambda info: -info["reward_dist"])
+        returns, d = np.array(stats.returns), np.array(stats.measures)
+        print(f"SAC on the true state, seed {args.seed}, {done} steps ({seconds:.0f} s): return {np.mean(returns):.2f} "
+              f"± {np.std(returns):.2f}, success {np.mean(d <= 0.05):.2f}, median final distance {np.median(d):.3f} "
+              f"({args.episodes} episodes)", flush=True)
 
 
 if __name__ == "__main__":
