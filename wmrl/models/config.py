@@ -189,6 +189,8 @@ class AgentModelConfig:
     keypoints: int = 32
     # "stack": one tower over the K stacked frames -> z [B, 2 * keypoints]; "each": the tower on each
     # frame alone -> z [B, K * 2 * keypoints] (positions at K times: velocities are differences).
+    # Measured on Reacher (16 per frame, seed 0 at 50k): success 0.06 against 0.08 for "stack", at
+    # 2.2x the cost of an end-to-end update; its latent read the offset no better (README).
     keypoint_frames: Literal["stack", "each"] = "stack"
     token_dims: int = 16  # each token's share of the latent: z has tokens x token_dims dims
     # The Q heads. "mlp": two Linear -> LayerNorm -> Mish layers on the standardised latent. "dqn":
