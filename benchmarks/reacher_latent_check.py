@@ -21,24 +21,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import gymnasium as gym
 import numpy as np
 import torch
+from reacher_state_sac import learn_and_evaluate  # this folder: scripts run as benchmarks/<name>.py
 
 from wmrl.data.replay import ReplayDataset
 from wmrl.envs import load_card, make_env
-from wmrl.eval.episodes import run_episodes
+from wmrl.eval.agent import encode_rows
 from wmrl.models.agent_model import AgentWorldModel
 from wmrl.online import load_agent
-
-SUCCESS = 0.05  # the card's goal threshold (metres)
-
-
-@torch.no_grad()
-def encode(model: AgentWorldModel, data: ReplayDataset, rows: np.ndarray) -> np.ndarray:
-    return torch.cat([model.encode(torch.as_tensor(data.stacks(rows[i:i + 500]))) for i in range(0, len(rows), 500)]).numpy()
 
 
 def mlp_probe(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, updates: int = 8000) -> np.ndarray:
@@ -74,7 +67,7 @@ def probes(model: AgentWorldModel, data: ReplayDataset, seed: int = 0) -> dict[s
                   "fingertip": lambda s: s[:, spans["fingertip"]][:, :2],
                   "target": lambda s: s[:, spans["target"]][:, :2],
                   "joint velocity": lambda s: s[:, spans["qvel"]][:, :2]}
-    z, z_test = encode(model, data, train), encode(model, data, test)
+    z, z_test = encode_rows(model, data, train).numpy(), encode_rows(model, data, test).numpy()
     out = {}
     for name, read in quantities.items():
         y, y_test = read(data.states[train]), read(data.states[test])
@@ -102,16 +95,7 @@ def latent_sac(model: AgentWorldModel, steps: int, seed: int) -> None:
 
     card = load_card("reacher")
     agent = SAC("MlpPolicy", LatentObservation(make_env(card), model), seed=seed, learning_starts=1000, verbose=0)
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        agent.learn(min(10_000, steps - done), reset_num_timesteps=False)
-        done = min(done + 10_000, steps)
-        stats, _ = run_episodes(LatentObservation(make_env(card), model), agent, 20, seed=10**6,
-                                measure=lambda info: -info["reward_dist"])
-        d = np.array(stats.measures)
-        print(f"SAC on the frozen latent, {done} steps ({time.perf_counter() - start:.0f} s): return "
-              f"{np.mean(stats.returns):.2f}, success {np.mean(d <= SUCCESS):.2f}, median final distance {np.median(d):.3f}",
-              flush=True)
+    learn_and_evaluate(agent, lambda: LatentObservation(make_env(card), model), steps, 10_000, 20, "SAC on the frozen latent")
 
 
 def main() -> None:

@@ -20,6 +20,25 @@ from stable_baselines3 import SAC
 from wmrl.eval.episodes import run_episodes
 
 
+SUCCESS = 0.05  # the reacher card's goal threshold (metres)
+
+
+def learn_and_evaluate(agent, make_eval_env, steps: int, eval_every: int, episodes: int, label: str) -> None:
+    """Train an SB3 `agent` for `steps` env steps; after every `eval_every` of them (0: at the end
+    only) play `episodes` deterministic episodes of make_eval_env() and print one line: return,
+    success and the median fingertip-target distance after each episode's last step."""
+    start, done = time.perf_counter(), 0
+    while done < steps:
+        chunk = min(eval_every or steps, steps - done)
+        agent.learn(chunk, reset_num_timesteps=False)
+        done += chunk
+        seconds = time.perf_counter() - start
+        stats, _ = run_episodes(make_eval_env(), agent, episodes, seed=10**6, measure=lambda info: -info["reward_dist"])
+        returns, d = np.array(stats.returns), np.array(stats.measures)
+        print(f"{label}, {done} steps ({seconds:.0f} s): return {np.mean(returns):.2f} ± {np.std(returns):.2f}, "
+              f"success {np.mean(d <= SUCCESS):.2f}, median final distance {np.median(d):.3f} ({episodes} episodes)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -29,18 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = SAC("MlpPolicy", gym.make("Reacher-v5"), seed=args.seed, learning_starts=1000, verbose=0)
-    start, done = time.perf_counter(), 0
-    while done < args.steps:
-        chunk = min(args.eval_every or args.steps, args.steps - done)
-        model.learn(chunk, reset_num_timesteps=False)
-        done += chunk
-        seconds = time.perf_counter() - start
-        # the fingertip-target distance after each episode's last step
-        stats, _ = run_episodes(gym.make("Reacher-v5"), model, args.episodes, seed=10**6, measure=lambda info: -info["reward_dist"])
-        returns, d = np.array(stats.returns), np.array(stats.measures)
-        print(f"SAC on the true state, seed {args.seed}, {done} steps ({seconds:.0f} s): return {np.mean(returns):.2f} "
-              f"± {np.std(returns):.2f}, success {np.mean(d <= 0.05):.2f}, median final distance {np.median(d):.3f} "
-              f"({args.episodes} episodes)", flush=True)
+    learn_and_evaluate(model, lambda: gym.make("Reacher-v5"), args.steps, args.eval_every, args.episodes,
+                       f"SAC on the true state, seed {args.seed}")
 
 
 if __name__ == "__main__":
